@@ -1,0 +1,3 @@
+from astrocore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Benchmarks whose JSON output the issues' numbers refer to (``astrocore bench ...``)."""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .data import load_source, renderer_for
+from .evaluation import PROBE_LABELS, evaluate_disentangler, representation_scores
+from .models.disentangler import MODES, DisentanglerConfig, fit
+
+SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne" / "nn_apogee_4label_unnormalized.npz"
+
+# Data sizes per preset: (source name, n_stars or fingerprints, conditional parameters).
+GRIDS = {
+    "fast": {
+        "apogee": ("apogee", 60, ("teff", "logg")),
+        "rvs4": ("rvs", 8000, ("teff", "logg", "feh", "afe")),
+        "payne": (f"payne:{SHARED_PAYNE}", None, ("teff", "logg")),
+    },
+    "paper": {
+        "apogee": ("apogee", 200, ("teff", "logg")),
+        "rvs4": ("rvs", 38000, ("teff", "logg", "feh", "afe")),
+        "payne": (f"payne:{SHARED_PAYNE}", None, ("teff", "logg")),
+    },
+}
+
+
+def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_overrides=None) -> dict:
+    source_name, n_stars, conditional = GRIDS[preset][name]
+    started = time.perf_counter()
+    dataset, source = load_source(source_name, n_stars=n_stars, seed=0)
+    render = renderer_for(dataset)
+    result: dict = {
+        "n_spectra": len(dataset), "n_pixels": dataset.n_pixels, "conditional": list(conditional),
+        "data_s": round(time.perf_counter() - started, 2),
+        "r2": {}, "r2_knn": {}, "recon_mse": {}, "recon_rms": {}, "twins_top10": {}, "gen_rmse": {},
+        "gen_rmse_extrap": {}, "train_s": {}, "decode_ms": {},
+    }
+    runs = {}
+    for mode in modes:
+        config = DisentanglerConfig.preset(preset, mode=mode, conditional=conditional, **(recipe_overrides or {}))
+        started = time.perf_counter()
+        run = fit(dataset, config, runs_root=runs_root, data_source=source)
+        result["train_s"][mode] = round(time.perf_counter() - started, 2)
+        metrics = evaluate_disentangler(run, dataset, render=render)
+        for key in ("r2", "r2_knn", "recon_mse", "recon_rms", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms"):
+            if key in metrics:
+                result[key][mode] = metrics[key]
+        runs[mode] = run
+    # The input spectra themselves, on the same held-out objects.
+    any_run = next(iter(runs.values()))
+    from .evaluation import held_out_index
+
+    index = held_out_index(any_run, dataset)
+    x_scores = representation_scores(dataset.spectra[index], dataset.labels[index], PROBE_LABELS)
+    result["r2"]["X"], result["r2_knn"]["X"] = x_scores["r2"], x_scores["r2_knn"]
+    if "twins_top10" in x_scores:
+        result["twins_top10"]["X"] = x_scores["twins_top10"]
+    result = {key: value for key, value in result.items() if value != {}}
+    result["runs"] = {mode: run.id for mode, run in runs.items()}
+    return result
+
+
+def bench_disentangle(preset: str = "fast", grids=("apogee", "rvs4", "payne"), runs_root=None,
+                      paper_recipe: bool = True) -> dict:
+    """The GANDALF comparison (X / noat / at / mdat) on each grid, plus the paper-faithful recipe
+    for mdat on the APOGEE-like grid. Returns the JSON-able dict described in the issue."""
+    started = time.perf_counter()
+    temporary = None
+    if runs_root is None:
+        temporary = tempfile.TemporaryDirectory(prefix="astrocore-bench-")
+        runs_root = Path(temporary.name)
+    results: dict = {"preset": preset}
+    for name in grids:
+        if name == "payne" and not SHARED_PAYNE.exists():
+            results[name] = {"skipped": f"{SHARED_PAYNE} not found"}
+            continue
+        results[name] = _bench_grid(name, preset, Path(runs_root))
+        if name == "apogee" and paper_recipe and preset == "fast":
+            faithful = _bench_grid(name, "fast", Path(runs_root), modes=("at", "mdat"),
+                                   recipe_overrides=_paper_recipe_fields())
+            results[name]["paper_recipe"] = {k: v for k, v in faithful.items() if k in
+                                             ("r2", "r2_knn", "recon_mse", "gen_rmse", "train_s")}
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    if temporary is not None:
+        temporary.cleanup()
+    return results
+
+
+def _paper_recipe_fields() -> dict:
+    """The paper's recipe (all config fields of the ``paper`` preset but the schedule)."""
+    paper = DisentanglerConfig.preset("paper-fast")
+    keep = ("latent_dim", "latent_activation", "scaling", "adversary", "objective", "lambdas",
+            "lambda_warmup_epochs", "adversary_steps")
+    return {key: getattr(paper, key) for key in keep}

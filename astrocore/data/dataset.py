@@ -1,0 +1,241 @@
+"""The one container every simulator and reader returns.
+
+A :class:`Dataset` holds a 2-d array of spectra (one row per object), an optional array of
+per-pixel flux errors, the wavelength axis in Angstrom, an astropy Table of labels with units and
+the provenance of the data (generator, version, seed, parameters). It saves to a single FITS file
+or to a folder of ``.npz`` + ``.ecsv`` files and loads back bit-identically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
+
+# Physical units of the standard stellar labels; readers and simulators use these column names.
+LABEL_UNITS = {
+    "teff": "K",
+    "logg": "dex",  # log10 of surface gravity in cm s^-2
+    "feh": "dex",
+    "afe": "dex",
+}
+LABEL_TITLES = {
+    "teff": "Teff [K]",
+    "logg": "log g [dex]",
+    "feh": "[Fe/H] [dex]",
+    "afe": "[alpha/Fe] [dex]",
+}
+
+
+class DataError(ValueError):
+    """Raised when input data is malformed: the message says what was expected and what arrived."""
+
+
+def _as_2d_float(name: str, values, n_pixels: int | None = None) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise DataError(f"{name} must be a 2-d array (n_objects, n_pixels); got shape {array.shape}.")
+    if n_pixels is not None and array.shape[1] != n_pixels:
+        raise DataError(
+            f"{name} has {array.shape[1]} pixels per spectrum but the wavelength axis has {n_pixels}."
+        )
+    return array
+
+
+@dataclass
+class Dataset:
+    """Spectra with their wavelength axis, labels and provenance.
+
+    Parameters
+    ----------
+    spectra : array (n_objects, n_pixels)
+        Flux, continuum-normalised unless the provenance says otherwise.
+    wavelength : array (n_pixels,)
+        Wavelength of each pixel in Angstrom, strictly increasing.
+    labels : astropy.table.Table
+        One row per object; columns such as ``id``, ``teff`` [K], ``logg`` [dex], ``feh`` [dex],
+        ``afe`` [dex]. Units are attached from :data:`LABEL_UNITS` where missing.
+    errors : array (n_objects, n_pixels), optional
+        1-sigma flux uncertainty per pixel.
+    provenance : dict
+        JSON-serialisable description of where the data came from.
+    """
+
+    spectra: np.ndarray
+    wavelength: np.ndarray
+    labels: Table
+    errors: np.ndarray | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.wavelength = np.asarray(self.wavelength, dtype=np.float64).ravel()
+        if self.wavelength.size == 0:
+            raise DataError("The wavelength axis is empty.")
+        if not np.all(np.isfinite(self.wavelength)):
+            raise DataError("The wavelength axis contains NaN or infinite values.")
+        if np.any(np.diff(self.wavelength) <= 0):
+            raise DataError("The wavelength axis must be strictly increasing (Angstrom).")
+        self.spectra = _as_2d_float("spectra", self.spectra, self.wavelength.size)
+        if not np.all(np.isfinite(self.spectra)):
+            n_bad = int((~np.isfinite(self.spectra)).any(axis=1).sum())
+            raise DataError(
+                f"{n_bad} spectra contain NaN or infinite flux; mask or interpolate them before use."
+            )
+        if self.errors is not None:
+            self.errors = _as_2d_float("errors", self.errors, self.wavelength.size)
+            if self.errors.shape != self.spectra.shape:
+                raise DataError(
+                    f"errors have shape {self.errors.shape}, spectra {self.spectra.shape}."
+                )
+        if not isinstance(self.labels, Table):
+            self.labels = Table(self.labels)
+        if len(self.labels) != len(self.spectra):
+            raise DataError(
+                f"{len(self.labels)} label rows for {len(self.spectra)} spectra; they must match."
+            )
+        if "id" not in self.labels.colnames:
+            self.labels["id"] = np.arange(len(self.spectra))
+        for name, unit in LABEL_UNITS.items():
+            if name in self.labels.colnames and self.labels[name].unit is None:
+                self.labels[name].unit = unit
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.spectra)
+
+    @property
+    def n_pixels(self) -> int:
+        return self.wavelength.size
+
+    def label_array(self, names) -> np.ndarray:
+        """Labels ``names`` as a float array (n_objects, len(names)) in their physical units."""
+        missing = [n for n in names if n not in self.labels.colnames]
+        if missing:
+            raise DataError(
+                f"labels {missing} are not in this dataset; it has {self.labels.colnames}."
+            )
+        return np.stack([np.asarray(self.labels[n], dtype=np.float64) for n in names], axis=1)
+
+    def subset(self, index) -> "Dataset":
+        """A new Dataset with the rows ``index`` (integer array or boolean mask)."""
+        index = np.asarray(index)
+        return Dataset(
+            spectra=self.spectra[index],
+            wavelength=self.wavelength,
+            labels=self.labels[index],
+            errors=None if self.errors is None else self.errors[index],
+            provenance=dict(self.provenance),
+        )
+
+    def summary(self) -> dict:
+        """Counts and ranges, for display."""
+        ranges = {}
+        for name in self.labels.colnames:
+            column = np.asarray(self.labels[name])
+            if column.dtype.kind in "fi" and name != "id":
+                ranges[name] = (float(np.min(column)), float(np.max(column)))
+        return {
+            "n_objects": len(self),
+            "n_pixels": self.n_pixels,
+            "wavelength_aa": (float(self.wavelength[0]), float(self.wavelength[-1])),
+            "label_ranges": ranges,
+            "generator": self.provenance.get("generator", "unknown"),
+        }
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path) -> Path:
+        """Save atomically to ``path``: a ``.fits`` file, or a folder (spectra.npz + labels.ecsv)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in (".fits", ".fit", ".fits.gz"):
+            return self._save_fits(path)
+        return self._save_folder(path)
+
+    def _save_fits(self, path: Path) -> Path:
+        primary = fits.PrimaryHDU(self.spectra)
+        primary.header["BUNIT"] = ("normalised flux", "flux unit")
+        primary.header["ACORE"] = ("dataset", "astrocore Dataset file")
+        hdus = [primary, fits.ImageHDU(self.wavelength, name="WAVELENGTH")]
+        hdus[1].header["BUNIT"] = "Angstrom"
+        hdus.append(fits.BinTableHDU(self.labels, name="LABELS"))
+        if self.errors is not None:
+            hdus.append(fits.ImageHDU(self.errors, name="ERRORS"))
+        provenance = np.frombuffer(json.dumps(self.provenance).encode(), dtype=np.uint8)
+        hdus.append(fits.ImageHDU(provenance, name="PROVENANCE"))
+        handle, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".fits.part")
+        os.close(handle)
+        try:
+            with warnings.catch_warnings():
+                # "dex" has no FITS form; load() re-attaches units from LABEL_UNITS.
+                warnings.simplefilter("ignore", AstropyUserWarning)
+                fits.HDUList(hdus).writeto(tmp_name, overwrite=True)
+            os.replace(tmp_name, path)
+        finally:
+            if os.path.exists(tmp_name):
+                os.remove(tmp_name)
+        return path
+
+    def _save_folder(self, path: Path) -> Path:
+        tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        arrays = {"spectra": self.spectra, "wavelength": self.wavelength}
+        if self.errors is not None:
+            arrays["errors"] = self.errors
+        np.savez(tmp_dir / "spectra.npz", **arrays)
+        self.labels.write(tmp_dir / "labels.ecsv", format="ascii.ecsv", overwrite=True)
+        (tmp_dir / "provenance.json").write_text(json.dumps(self.provenance, indent=2))
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp_dir, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Dataset":
+        """Load a Dataset written by :meth:`save` (a ``.fits`` file or a folder)."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"No dataset at {path}.")
+        if path.is_dir():
+            if not (path / "spectra.npz").exists():
+                raise DataError(f"{path} is a folder without spectra.npz; not an astrocore dataset.")
+            with np.load(path / "spectra.npz", allow_pickle=False) as arrays:
+                spectra = arrays["spectra"]
+                wavelength = arrays["wavelength"]
+                errors = arrays["errors"] if "errors" in arrays else None
+            labels = Table.read(path / "labels.ecsv", format="ascii.ecsv")
+            provenance_file = path / "provenance.json"
+            provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+            return cls(spectra, wavelength, labels, errors, provenance)
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                names = [hdu.name for hdu in hdul]
+                if "WAVELENGTH" not in names or "LABELS" not in names:
+                    raise DataError(
+                        f"{path} is FITS but not an astrocore dataset (needs WAVELENGTH and LABELS "
+                        "extensions); use astrocore.data.readers for survey files."
+                    )
+                spectra = np.array(hdul[0].data)
+                wavelength = np.array(hdul["WAVELENGTH"].data)
+                labels = Table(hdul["LABELS"].data)
+                for column in hdul["LABELS"].columns:
+                    if column.unit:
+                        labels[column.name].unit = column.unit
+                errors = np.array(hdul["ERRORS"].data) if "ERRORS" in names else None
+                provenance = (
+                    json.loads(bytes(hdul["PROVENANCE"].data).decode())
+                    if "PROVENANCE" in names
+                    else {}
+                )
+        except OSError as error:
+            raise DataError(f"{path} could not be read as FITS: {error}") from error
+        return cls(spectra, wavelength, labels, errors, provenance)

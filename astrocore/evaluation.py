@@ -1,0 +1,221 @@
+"""Probes and metrics.
+
+The disentangling protocol of the GANDALF paper (R^2 of MLP regressors predicting each label from
+the spectra X and from the latents z), made fair to the latent: probe inputs are standardised,
+the MLP is tuned to converge, and a k-NN probe is reported beside it. A latent counts as having
+lost a parameter only when both probes fail to recover it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from astropy.table import Table
+from sklearn.decomposition import PCA
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+# Inputs wider than this (raw spectra) go through PCA first, so the probe converges in seconds.
+MAX_PROBE_DIMS = 128
+
+
+def _probe_model(kind: str, n_features: int, seed: int):
+    steps = [StandardScaler()]
+    if n_features > MAX_PROBE_DIMS:
+        steps += [PCA(n_components=MAX_PROBE_DIMS, random_state=seed), StandardScaler()]
+    if kind == "mlp":
+        steps.append(
+            MLPRegressor(
+                hidden_layer_sizes=(128, 64), alpha=1e-4, learning_rate_init=1e-3, batch_size=128,
+                max_iter=400, early_stopping=True, validation_fraction=0.1, n_iter_no_change=20,
+                tol=1e-5, random_state=seed,
+            )
+        )
+    elif kind == "knn":
+        steps.append(KNeighborsRegressor(n_neighbors=10, weights="distance"))
+    else:
+        raise ValueError(f"probe kind must be 'mlp' or 'knn'; got {kind!r}.")
+    return make_pipeline(*steps)
+
+
+def probe_r2(features: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None,
+             kind: str = "mlp", n_folds: int = 3, seed: int = 0) -> np.ndarray:
+    """Cross-validated R^2 of predicting each column of ``targets`` from ``features``.
+
+    Folds split by ``groups`` (e.g. chemical fingerprint), so a probe never sees the same star in
+    training and scoring. Targets are standardised per column. Returns one R^2 per column.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if targets.ndim == 1:
+        targets = targets[:, None]
+    if len(features) != len(targets):
+        raise ValueError(f"{len(features)} feature rows for {len(targets)} targets.")
+    groups = np.arange(len(features)) if groups is None else np.asarray(groups)
+    n_folds = min(n_folds, len(np.unique(groups)))
+    predictions = np.zeros_like(targets)
+    mean, std = targets.mean(axis=0), np.maximum(targets.std(axis=0), 1e-12)
+    standardised = (targets - mean) / std
+    for train, test in GroupKFold(n_splits=n_folds).split(features, groups=groups):
+        for column in range(targets.shape[1]):
+            model = _probe_model(kind, features.shape[1], seed)
+            model.fit(features[train], standardised[train, column])
+            predictions[test, column] = model.predict(features[test])
+    return np.array([r2_score(standardised[:, c], predictions[:, c]) for c in range(targets.shape[1])])
+
+
+def twins_score(features: np.ndarray, fingerprint: np.ndarray, grid_point: np.ndarray, k: int = 10,
+                max_queries: int = 2000, seed: int = 0) -> float:
+    """Fraction of each object's ``k`` nearest neighbours (among objects at *other* grid points,
+    i.e. other Teff/logg) that share its chemical fingerprint. Chance is about 1/n_fingerprints.
+
+    ``features`` are standardised (and PCA-reduced if wide) before Euclidean distances.
+    """
+    features = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
+    if features.shape[1] > MAX_PROBE_DIMS:
+        features = PCA(n_components=MAX_PROBE_DIMS, random_state=seed).fit_transform(features)
+    fingerprint, grid_point = np.asarray(fingerprint), np.asarray(grid_point)
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(features), size=min(max_queries, len(features)), replace=False)
+    squared_norms = (features**2).sum(axis=1)
+    hits = []
+    for start in range(0, len(queries), 256):
+        chunk = queries[start:start + 256]
+        distance = squared_norms[chunk, None] + squared_norms[None, :] - 2 * features[chunk] @ features.T
+        distance[grid_point[chunk, None] == grid_point[None, :]] = np.inf  # same Teff/logg (and itself)
+        nearest = np.argpartition(distance, k, axis=1)[:, :k]
+        hits.append((fingerprint[nearest] == fingerprint[chunk, None]).mean(axis=1))
+    return float(np.concatenate(hits).mean())
+
+
+def rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root-mean-square difference per row (flux units)."""
+    return np.sqrt(((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2).mean(axis=1))
+
+
+def grid_step(values: np.ndarray) -> float:
+    """Spacing of a regular grid of values (or 5 % of the range for random samples)."""
+    unique = np.unique(np.round(values, 6))
+    if 2 < len(unique) <= 50:
+        return float(np.min(np.diff(unique)))
+    return 0.05 * float(unique[-1] - unique[0])
+
+
+def generation_targets(labels: Table, index: np.ndarray, moved: tuple[str, ...], extrapolate: bool,
+                       seed: int = 0) -> Table:
+    """For each object in ``index``, a copy of its labels moved to new values of ``moved``.
+
+    Inside the grid: the values of another held-out object (same grid). Extrapolation: one grid
+    step beyond the training range in one randomly chosen parameter and direction, the others kept
+    inside.
+    """
+    rng = np.random.default_rng(seed)
+    targets = labels[index].copy()
+    donors = rng.choice(index, size=len(index))
+    for name in moved:
+        targets[name] = np.asarray(labels[name])[donors]
+    if extrapolate:
+        which = rng.integers(0, len(moved), size=len(index))
+        direction = rng.choice([-1.0, 1.0], size=len(index))
+        for position, name in enumerate(moved):
+            values = np.asarray(labels[name], dtype=np.float64)
+            low, high, step = values.min(), values.max(), grid_step(values)
+            beyond = np.where(direction > 0, high + step, low - step)
+            column = np.asarray(targets[name], dtype=np.float64)
+            targets[name] = np.where(which == position, beyond, column)
+    return targets
+
+
+def generation_rmse(run, spectra: np.ndarray, labels: Table, index: np.ndarray,
+                    render: Callable[[Table], np.ndarray], extrapolate: bool = False,
+                    moved=("teff", "logg"), seed: int = 0) -> float:
+    """Median RMS (flux units) between decoded and true spectra at new Teff/logg.
+
+    Each held-out star is encoded at its own conditional parameters, decoded at the target
+    parameters (:func:`generation_targets`), and compared with ``render(target_labels)``, the
+    simulator's noiseless spectrum of the same chemistry there.
+    """
+    moved = tuple(name for name in moved if name in run.conditional)
+    targets = generation_targets(labels, index, moved, extrapolate, seed)
+    source_cp = np.stack([np.asarray(labels[name], np.float64)[index] for name in run.conditional], axis=1)
+    target_cp = np.stack([np.asarray(targets[name], np.float64) for name in run.conditional], axis=1)
+    latent = run.encode(spectra[index], source_cp)
+    generated = run.decode(latent, target_cp)
+    truth = render(targets)
+    return float(np.median(rms(generated, truth)))
+
+
+PROBE_LABELS = ("teff", "logg", "feh", "afe")
+
+
+def _grid_point_ids(labels: Table) -> np.ndarray:
+    teff = np.round(np.asarray(labels["teff"], np.float64), 3)
+    logg = np.round(np.asarray(labels["logg"], np.float64), 3)
+    _, ids = np.unique(np.stack([teff, logg], axis=1), axis=0, return_inverse=True)
+    return ids.ravel()
+
+
+def representation_scores(features: np.ndarray, labels: Table, probe_labels, seed: int = 0) -> dict:
+    """R^2 (standardised MLP and k-NN probes) for each label, and the twins score when the data
+    has chemical fingerprints. ``features`` and ``labels`` are the held-out objects."""
+    names = [name for name in probe_labels if name in labels.colnames]
+    targets = np.stack([np.asarray(labels[name], np.float64) for name in names], axis=1)
+    groups = np.asarray(labels["fingerprint"]) if "fingerprint" in labels.colnames else None
+    scores = {
+        "r2": dict(zip(names, probe_r2(features, targets, groups, "mlp", seed=seed).round(4).tolist())),
+        "r2_knn": dict(zip(names, probe_r2(features, targets, groups, "knn", seed=seed).round(4).tolist())),
+    }
+    if groups is not None and {"teff", "logg"} <= set(labels.colnames):
+        scores["twins_top10"] = round(twins_score(features, groups, _grid_point_ids(labels), seed=seed), 4)
+    return scores
+
+
+def held_out_index(run, dataset, max_objects: int = 4000, seed: int = 0) -> np.ndarray:
+    """Indices of the run's held-out (test split) objects in ``dataset``, subsampled."""
+    split = run.arrays()["split"]
+    if len(split) != len(dataset):
+        raise ValueError(
+            f"Run {run.id} was trained on {len(split)} objects but this dataset has {len(dataset)}; "
+            "evaluate it on the dataset it was trained on."
+        )
+    index = np.flatnonzero(split == 2)
+    if len(index) > max_objects:
+        index = np.sort(np.random.default_rng(seed).choice(index, size=max_objects, replace=False))
+    return index
+
+
+def evaluate_disentangler(run, dataset, render: Callable[[Table], np.ndarray] | None = None,
+                          probe_labels=PROBE_LABELS, max_objects: int = 4000, seed: int = 0) -> dict:
+    """Everything the bench reports for one disentangling run, on its held-out objects.
+
+    Returns r2 / r2_knn per label, twins_top10, recon_mse (mean per-pixel squared error, flux
+    units), recon_rms (median per-spectrum RMS), gen_rmse and gen_rmse_extrap (median RMS against
+    the simulator's true spectrum; only with ``render``) and decode_ms (one spectrum on this CPU).
+    """
+    import time
+
+    index = held_out_index(run, dataset, max_objects, seed)
+    labels = dataset.labels[index]
+    spectra = dataset.spectra[index]
+    cp = dataset.label_array(run.conditional)[index]
+    latent = run.encode(spectra, cp)
+    result = representation_scores(latent, labels, probe_labels, seed)
+    reconstruction = run.decode(latent, cp)
+    result["recon_mse"] = float(((reconstruction - spectra) ** 2).mean())
+    result["recon_rms"] = float(np.median(rms(reconstruction, spectra)))
+    if render is not None:
+        n_pairs = min(len(index), 1000)
+        pairs = index[:n_pairs]
+        result["gen_rmse"] = generation_rmse(run, dataset.spectra, dataset.labels, pairs, render, False, seed=seed)
+        result["gen_rmse_extrap"] = generation_rmse(run, dataset.spectra, dataset.labels, pairs, render, True, seed=seed)
+    timings = []
+    for _ in range(30):
+        started = time.perf_counter()
+        run.decode(latent[:1], cp[:1])
+        timings.append(time.perf_counter() - started)
+    result["decode_ms"] = round(1000 * float(np.median(timings)), 3)
+    return result

@@ -1,0 +1,618 @@
+"""Disentangling stellar spectra from their conditional parameters (GANDALF; Santoveña et al. 2024).
+
+An autoencoder E(x, cp) -> z, D(z, cp) -> x is trained to reconstruct spectra x while adversaries
+try to predict the conditional parameters cp (Teff, logg, ...) from the latent z. The encoder is
+rewarded when they fail, so z keeps what cp does not explain (the chemistry) and the decoder can
+re-render a star at any cp: "slide Teff and logg through the decoder".
+
+Modes:
+  noat   no adversary (lambda = 0): a conditional autoencoder.
+  at     one adversary for all conditional parameters jointly.
+  mdat   one adversary per conditional parameter, each with its own lambda.
+
+Recipes (selectable, so the paper can be compared with what works):
+  paper-faithful  min-max inputs, sigmoid latent and output, binned classifier adversaries,
+                  loss MSE - sum_i lambda_i CE_i, one adversary step per batch, lambda 0.001.
+  improved        standardised inputs, a small batch-normalised latent, regression adversaries on
+                  the continuous parameters, a bounded adversarial term (no reward for making an
+                  adversary worse than a constant guess), several adversary steps per batch and a
+                  lambda warm-up. See DisentanglerConfig.fast / .paper.
+
+Reading order: config -> modules -> the training task -> fit -> DisentanglerRun (inference).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.dataset import DataError, Dataset
+from ..runs import RunRecord, load_arrays, new_run_id, runs_dir, save_arrays, write_progress
+from ..training import (LoopSettings, TrainingCancelled, atomic_write_text, load_modules,
+                        pick_device, save_modules, seed_everything, train)
+
+MODES = ("noat", "at", "mdat")
+
+
+# ============================================================================ configuration
+@dataclass(frozen=True)
+class DisentanglerConfig:
+    """Everything that defines a disentangling run. Validated on construction.
+
+    Sizes are in units of neurons; learning rates per step; lambdas are dimensionless weights of
+    the adversarial term relative to the reconstruction MSE of the scaled spectra.
+    """
+
+    mode: str = "mdat"
+    conditional: tuple[str, ...] = ("teff", "logg")
+    latent_dim: int = 25
+    encoder_hidden: tuple[int, ...] = (512, 256)
+    decoder_hidden: tuple[int, ...] = (256, 512)
+    adversary_hidden: tuple[int, ...] = (64, 32)
+    latent_activation: str = "sigmoid"  # sigmoid (paper) | batchnorm | none
+    scaling: str = "minmax"  # minmax (paper, with sigmoid output) | standard (per-pixel mean, global std; linear output)
+    adversary: str = "classifier"  # classifier: binned cp (paper) | regression: continuous cp
+    n_bins: int = 10
+    objective: str = "paper"  # paper: recon - sum lambda*L_adv | bounded: recon + sum lambda*relu(L_chance - L_adv)
+    lambdas: tuple[float, ...] = (0.001,)  # one value for all, or one per conditional parameter
+    lambda_warmup_epochs: int = 0
+    adversary_steps: int = 1
+    learning_rate: float = 1e-3
+    adversary_learning_rate: float = 1e-3
+    epochs: int = 30
+    batch_size: int = 128
+    patience: int | None = None
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}.")
+        object.__setattr__(self, "conditional", tuple(self.conditional))
+        object.__setattr__(self, "lambdas", tuple(float(v) for v in np.atleast_1d(self.lambdas)))
+        for name in ("encoder_hidden", "decoder_hidden", "adversary_hidden"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if not self.conditional:
+            raise ValueError("At least one conditional parameter is needed (e.g. teff,logg).")
+        if len(self.lambdas) not in (1, len(self.conditional)):
+            raise ValueError(
+                f"lambdas has {len(self.lambdas)} values; give one, or one per conditional parameter "
+                f"({len(self.conditional)}: {', '.join(self.conditional)})."
+            )
+        checks = {
+            "latent_activation": ("sigmoid", "batchnorm", "none"),
+            "scaling": ("minmax", "standard"),
+            "adversary": ("classifier", "regression"),
+            "objective": ("paper", "bounded"),
+        }
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+        if self.latent_dim < 1 or self.n_bins < 2 or self.adversary_steps < 1 or self.epochs < 1:
+            raise ValueError("latent_dim, epochs and adversary_steps must be >= 1 and n_bins >= 2.")
+        if not 0 < self.test_fraction < 1 or not 0 <= self.val_fraction < 1:
+            raise ValueError("test_fraction must be in (0, 1) and val_fraction in [0, 1).")
+
+    def lambda_for(self, index: int) -> float:
+        return self.lambdas[0] if len(self.lambdas) == 1 else self.lambdas[index]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> "DisentanglerConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def preset(cls, name: str = "fast", **overrides) -> "DisentanglerConfig":
+        """Named presets: ``fast`` (minutes on 2 CPU cores, improved recipe), ``paper`` (the
+        published sizes and recipe, for a GPU) and ``paper-fast`` (the published recipe with the
+        fast schedule, for like-for-like comparisons)."""
+        presets = {
+            "fast": dict(
+                latent_dim=8, latent_activation="batchnorm", scaling="standard",
+                adversary="regression", objective="bounded", lambdas=(0.05,),
+                lambda_warmup_epochs=3, adversary_steps=5, epochs=25, batch_size=128,
+            ),
+            "paper": dict(epochs=200, batch_size=64),
+            "paper-fast": dict(epochs=25, batch_size=128),
+        }
+        if name not in presets:
+            raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}.")
+        return cls(**{**presets[name], **overrides})
+
+
+# ============================================================================ modules
+def mlp(sizes: list[int], activation=nn.LeakyReLU) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if index < len(sizes) - 2:
+            layers.append(activation(0.2) if activation is nn.LeakyReLU else activation())
+    return nn.Sequential(*layers)
+
+
+class Disentangler(nn.Module):
+    """Encoder, decoder and adversaries, plus the buffers that map physical units to the network's.
+
+    ``encode``/``decode`` take flux and conditional parameters in physical units (continuum
+    normalised flux; K, dex) and handle all scaling internally.
+    """
+
+    def __init__(self, n_pixels: int, config: DisentanglerConfig):
+        super().__init__()
+        self.config = config
+        n_cp = len(config.conditional)
+        self.encoder = mlp([n_pixels + n_cp, *config.encoder_hidden, config.latent_dim])
+        self.latent_norm = (
+            nn.BatchNorm1d(config.latent_dim, affine=False) if config.latent_activation == "batchnorm" else None
+        )
+        self.decoder = mlp([config.latent_dim + n_cp, *config.decoder_hidden, n_pixels])
+        self.adversaries = nn.ModuleList(
+            mlp([config.latent_dim, *config.adversary_hidden, n_out]) for n_out in self.adversary_outputs()
+        )
+        # Normalisation, training ranges and bins; saved with the weights.
+        self.register_buffer("wavelength", torch.zeros(n_pixels, dtype=torch.float64))
+        self.register_buffer("flux_offset", torch.zeros(n_pixels))
+        self.register_buffer("flux_scale", torch.ones(n_pixels))
+        self.register_buffer("cp_mean", torch.zeros(n_cp))
+        self.register_buffer("cp_std", torch.ones(n_cp))
+        self.register_buffer("cp_min", torch.zeros(n_cp))
+        self.register_buffer("cp_max", torch.ones(n_cp))
+        self.register_buffer("chance_loss", torch.ones(len(self.adversary_outputs())))
+
+    def adversary_outputs(self) -> list[int]:
+        """Output size of each adversary for this mode and adversary type."""
+        config, n_cp = self.config, len(self.config.conditional)
+        if config.mode == "noat":
+            return []
+        per_param = config.n_bins if config.adversary == "classifier" else 1
+        if config.mode == "mdat":
+            return [per_param] * n_cp
+        return [config.n_bins**n_cp if config.adversary == "classifier" else n_cp]
+
+    # -- scaling between physical units and network units
+    def scale_flux(self, flux: torch.Tensor) -> torch.Tensor:
+        return (flux - self.flux_offset) / self.flux_scale
+
+    def unscale_flux(self, scaled: torch.Tensor) -> torch.Tensor:
+        return scaled * self.flux_scale + self.flux_offset
+
+    def scale_cp(self, cp: torch.Tensor) -> torch.Tensor:
+        return (cp - self.cp_mean) / self.cp_std
+
+    def cp_bins(self, cp: torch.Tensor) -> torch.Tensor:
+        """Bin index (0..n_bins-1) of each conditional parameter over its training range."""
+        fraction = (cp - self.cp_min) / (self.cp_max - self.cp_min).clamp_min(1e-12)
+        return (fraction * self.config.n_bins).long().clamp(0, self.config.n_bins - 1)
+
+    # -- the autoencoder on scaled quantities
+    def encode_scaled(self, scaled_flux: torch.Tensor, scaled_cp: torch.Tensor) -> torch.Tensor:
+        latent = self.encoder(torch.cat([scaled_flux, scaled_cp], dim=1))
+        if self.config.latent_activation == "sigmoid":
+            return torch.sigmoid(latent)
+        if self.latent_norm is not None:
+            return self.latent_norm(latent)
+        return latent
+
+    def decode_scaled(self, latent: torch.Tensor, scaled_cp: torch.Tensor) -> torch.Tensor:
+        output = self.decoder(torch.cat([latent, scaled_cp], dim=1))
+        return torch.sigmoid(output) if self.config.scaling == "minmax" else output
+
+    # -- physical units in and out
+    def encode(self, flux: torch.Tensor, cp: torch.Tensor) -> torch.Tensor:
+        return self.encode_scaled(self.scale_flux(flux), self.scale_cp(cp))
+
+    def decode(self, latent: torch.Tensor, cp: torch.Tensor) -> torch.Tensor:
+        return self.unscale_flux(self.decode_scaled(latent, self.scale_cp(cp)))
+
+    # -- adversaries
+    def adversary_losses(self, latent: torch.Tensor, cp: torch.Tensor) -> list[torch.Tensor]:
+        """One loss per adversary: cross-entropy on bins, or MSE on standardised cp."""
+        config = self.config
+        if config.mode == "noat":
+            return []
+        if config.adversary == "regression":
+            target = self.scale_cp(cp)
+            if config.mode == "mdat":
+                return [F.mse_loss(adv(latent)[:, 0], target[:, i]) for i, adv in enumerate(self.adversaries)]
+            return [F.mse_loss(self.adversaries[0](latent), target)]
+        bins = self.cp_bins(cp)
+        if config.mode == "mdat":
+            return [F.cross_entropy(adv(latent), bins[:, i]) for i, adv in enumerate(self.adversaries)]
+        joint = torch.zeros_like(bins[:, 0])
+        for i in range(bins.shape[1]):
+            joint = joint * config.n_bins + bins[:, i]
+        return [F.cross_entropy(self.adversaries[0](latent), joint)]
+
+
+# ============================================================================ training task
+class DisentanglerTask:
+    """The per-batch optimisation of a :class:`Disentangler` for :func:`astrocore.training.train`."""
+
+    monitor = "val_objective"
+
+    def __init__(self, model: Disentangler):
+        self.model = model
+        config = model.config
+        self.modules = {"model": model}
+        autoencoder = [p for name, p in model.named_parameters() if not name.startswith("adversaries")]
+        self.optimizers = {"autoencoder": torch.optim.Adam(autoencoder, lr=config.learning_rate)}
+        if model.adversaries:
+            self.optimizers["adversary"] = torch.optim.Adam(
+                model.adversaries.parameters(), lr=config.adversary_learning_rate
+            )
+
+    def _lambda_scale(self, epoch: int) -> float:
+        warmup = self.model.config.lambda_warmup_epochs
+        return 1.0 if warmup <= 0 else min(1.0, (epoch + 1) / warmup)
+
+    def _adversarial_term(self, losses: list[torch.Tensor], scale: float) -> torch.Tensor:
+        config = self.model.config
+        term = torch.zeros((), device=self.model.flux_offset.device)
+        for index, loss in enumerate(losses):
+            weight = scale * config.lambda_for(index if config.mode == "mdat" else 0)
+            if config.objective == "paper":
+                term = term - weight * loss
+            else:  # bounded: no reward for pushing an adversary beyond a constant guess
+                term = term + weight * F.relu(self.model.chance_loss[index] - loss)
+        return term
+
+    def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+        model, config = self.model, self.model.config
+        flux, cp = batch["flux"], batch["cp"]
+        scaled_flux, scaled_cp = model.scale_flux(flux), model.scale_cp(cp)
+        metrics = {}
+        if model.adversaries:
+            with torch.no_grad():
+                latent = model.encode_scaled(scaled_flux, scaled_cp)
+            for _ in range(config.adversary_steps):
+                adversary_loss = sum(model.adversary_losses(latent, cp))
+                self.optimizers["adversary"].zero_grad(set_to_none=True)
+                adversary_loss.backward()
+                self.optimizers["adversary"].step()
+            metrics["adversary"] = float(adversary_loss.detach())
+        latent = model.encode_scaled(scaled_flux, scaled_cp)
+        reconstruction = F.mse_loss(model.decode_scaled(latent, scaled_cp), scaled_flux)
+        loss = reconstruction
+        if model.adversaries:
+            losses = model.adversary_losses(latent, cp)
+            loss = loss + self._adversarial_term(losses, self._lambda_scale(epoch))
+            for name, value in zip(self._adversary_names(), losses):
+                metrics[f"adv_{name}"] = float(value.detach())
+        self.optimizers["autoencoder"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["autoencoder"].step()
+        metrics.update(recon=float(reconstruction.detach()), loss=float(loss.detach()))
+        return metrics
+
+    def _adversary_names(self) -> list[str]:
+        config = self.model.config
+        return list(config.conditional) if config.mode == "mdat" else ["joint"]
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        model = self.model
+        flux, cp = batch["flux"], batch["cp"]
+        scaled_flux, scaled_cp = model.scale_flux(flux), model.scale_cp(cp)
+        latent = model.encode_scaled(scaled_flux, scaled_cp)
+        decoded = model.decode_scaled(latent, scaled_cp)
+        reconstruction = F.mse_loss(decoded, scaled_flux)
+        metrics = {
+            "recon": float(reconstruction),
+            "recon_flux_mse": float(F.mse_loss(model.unscale_flux(decoded), flux)),
+        }
+        objective = reconstruction
+        if model.adversaries:
+            losses = model.adversary_losses(latent, cp)
+            for name, value in zip(self._adversary_names(), losses):
+                metrics[f"adv_{name}"] = float(value)
+            bounded = sum(
+                model.config.lambda_for(i if model.config.mode == "mdat" else 0)
+                * F.relu(model.chance_loss[i] - loss)
+                for i, loss in enumerate(losses)
+            )
+            objective = objective + bounded
+        metrics["objective"] = float(objective)
+        return metrics
+
+
+# ============================================================================ fit
+def split_indices(labels, test_fraction: float, val_fraction: float, seed: int) -> np.ndarray:
+    """0 = train, 1 = validation, 2 = test for each object.
+
+    Objects sharing a ``fingerprint`` (the same star rendered at several Teff/logg) stay in one
+    split, so held-out stars are really unseen.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    groups = np.asarray(labels["fingerprint"]) if "fingerprint" in labels.colnames else np.arange(n)
+    unique = rng.permutation(np.unique(groups))
+    n_test = max(1, int(round(test_fraction * len(unique))))
+    n_val = int(round(val_fraction * len(unique)))
+    split_of_group = {g: 2 for g in unique[:n_test]}
+    split_of_group.update({g: 1 for g in unique[n_test:n_test + n_val]})
+    return np.array([split_of_group.get(g, 0) for g in groups], dtype=np.int8)
+
+
+def _prepare_model(dataset: Dataset, config: DisentanglerConfig, train_index: np.ndarray) -> Disentangler:
+    model = Disentangler(dataset.n_pixels, config)
+    flux = dataset.spectra[train_index].astype(np.float64)
+    cp = dataset.label_array(config.conditional)[train_index]
+    if config.scaling == "minmax":
+        low, high = flux.min(axis=0), flux.max(axis=0)
+        offset, scale = low, np.maximum(high - low, 1e-6)
+    else:
+        offset = flux.mean(axis=0)
+        scale = np.full_like(offset, max(float((flux - offset).std()), 1e-6))
+    with torch.no_grad():
+        model.wavelength.copy_(torch.as_tensor(dataset.wavelength))
+        model.flux_offset.copy_(torch.as_tensor(offset, dtype=torch.float32))
+        model.flux_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        model.cp_mean.copy_(torch.as_tensor(cp.mean(axis=0), dtype=torch.float32))
+        model.cp_std.copy_(torch.as_tensor(np.maximum(cp.std(axis=0), 1e-6), dtype=torch.float32))
+        model.cp_min.copy_(torch.as_tensor(cp.min(axis=0), dtype=torch.float32))
+        model.cp_max.copy_(torch.as_tensor(cp.max(axis=0), dtype=torch.float32))
+        # The loss of the best constant guess: 1 for standardised regression targets, the entropy
+        # of the bin frequencies for classifiers.
+        if config.mode != "noat" and config.adversary == "classifier":
+            bins = model.cp_bins(torch.as_tensor(cp, dtype=torch.float32)).numpy()
+            if config.mode == "at":
+                joint = np.zeros(len(bins), dtype=np.int64)
+                for i in range(bins.shape[1]):
+                    joint = joint * config.n_bins + bins[:, i]
+                columns = [joint]
+            else:
+                columns = [bins[:, i] for i in range(bins.shape[1])]
+            entropies = []
+            for column in columns:
+                frequency = np.bincount(column) / len(column)
+                frequency = frequency[frequency > 0]
+                entropies.append(float(-(frequency * np.log(frequency)).sum()))
+            model.chance_loss.copy_(torch.as_tensor(entropies, dtype=torch.float32))
+    return model
+
+
+def fit(
+    dataset: Dataset,
+    config: DisentanglerConfig,
+    progress: Callable[[int, int, dict], None] | None = None,
+    runs_root=None,
+    run_id: str | None = None,
+    data_source: dict | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+) -> "DisentanglerRun":
+    """Train a disentangler on ``dataset`` and save it as a run under ``runs_root/<id>/``.
+
+    ``data_source`` records how to rebuild the dataset (e.g. {"kind": "simulator", "generator":
+    "apogee", "params": {...}}) so the app can show the original spectra later. Progress is also
+    written to the run folder, so another process can follow it.
+    """
+    missing = [name for name in config.conditional if name not in dataset.labels.colnames]
+    if missing:
+        raise DataError(
+            f"Conditional parameters {missing} are not labels of this dataset "
+            f"(it has {', '.join(dataset.labels.colnames)})."
+        )
+    if len(dataset) < 20:
+        raise DataError(f"{len(dataset)} spectra are too few to train on; give at least 20.")
+    seed_everything(config.seed)
+    split = split_indices(dataset.labels, config.test_fraction, config.val_fraction, config.seed)
+    train_index = np.flatnonzero(split == 0)
+    val_index = np.flatnonzero(split == 1)
+    model = _prepare_model(dataset, config, train_index)
+    task = DisentanglerTask(model)
+
+    run_id = run_id or new_run_id("disentangle", config.mode)
+    folder = runs_dir(runs_root) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(
+        id=run_id, path=folder, method="disentangle", config=config.to_json(),
+        data=data_source or {"kind": "dataset", "provenance": dataset.provenance, "n_objects": len(dataset)},
+    )
+    if not (resume and (folder / "run.json").exists()):
+        record.write()
+
+    def report(step, total, metrics):
+        write_progress(folder, step, total, metrics)
+        if progress is not None:
+            progress(step, total, metrics)
+
+    cp = dataset.label_array(config.conditional).astype(np.float32)
+    arrays = {"flux": dataset.spectra, "cp": cp}
+    settings = LoopSettings(
+        epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+        patience=config.patience, device=config.device,
+    )
+    started = time.perf_counter()
+    try:
+        history = train(
+            task,
+            {k: v[train_index] for k, v in arrays.items()},
+            {k: v[val_index] for k, v in arrays.items()} if len(val_index) else None,
+            settings, progress=report, checkpoint_dir=folder, resume=resume, should_stop=should_stop,
+        )
+    except TrainingCancelled as error:
+        record.status, record.message = "cancelled", str(error)
+        record.write()
+        raise
+    except Exception as error:
+        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
+        record.write()
+        raise
+    model.cpu()
+    save_modules(folder / "weights.safetensors", {"model": model})
+    run = DisentanglerRun(record, model)
+    latent = run.encode(dataset.spectra, cp)
+    reconstruction = run.decode(latent, cp)
+    per_object_mse = ((reconstruction - dataset.spectra) ** 2).mean(axis=1)
+    saved = {"split": split, "latent": latent, "recon_mse": per_object_mse}
+    saved.update(_label_arrays(dataset))
+    save_arrays(folder / "arrays.npz", saved)
+    record.history = history.to_dict()
+    record.metrics = {
+        "train_seconds": time.perf_counter() - started,
+        "recon_mse_test": float(per_object_mse[split == 2].mean()),
+        "recon_mse_train": float(per_object_mse[split == 0].mean()),
+        "best_epoch": history.best_epoch,
+        "device": str(pick_device(config.device)),
+    }
+    record.status = "done"
+    record.write()
+    return run
+
+
+def _label_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
+    saved = {}
+    for name in dataset.labels.colnames:
+        column = np.asarray(dataset.labels[name])
+        if column.dtype.kind in "fiub":
+            saved[f"label_{name}"] = column
+        elif column.dtype.kind in "US":
+            saved[f"label_{name}"] = column.astype(str)
+    return saved
+
+
+# ============================================================================ inference
+class DisentanglerRun:
+    """A trained disentangler: encode, decode and generate in physical units."""
+
+    method = "disentangle"
+
+    def __init__(self, record: RunRecord, model: Disentangler):
+        self.record = record
+        self.model = model.eval()
+        self.config = model.config
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        return self.model.wavelength.numpy()
+
+    @property
+    def conditional(self) -> tuple[str, ...]:
+        return self.config.conditional
+
+    @property
+    def training_range(self) -> dict[str, tuple[float, float]]:
+        """Range of each conditional parameter seen in training (physical units)."""
+        return {
+            name: (float(self.model.cp_min[i]), float(self.model.cp_max[i]))
+            for i, name in enumerate(self.conditional)
+        }
+
+    @classmethod
+    def load(cls, path) -> "DisentanglerRun":
+        """Rebuild the model from run.json + weights.safetensors (no pickle)."""
+        record = RunRecord.read(path)
+        if record.status != "done":
+            raise RuntimeError(f"Run {record.id} is {record.status}; only finished runs can be loaded.")
+        config = DisentanglerConfig.from_json(record.config)
+        n_pixels = _n_pixels_in_weights(Path(path) / "weights.safetensors")
+        model = Disentangler(n_pixels, config)
+        load_modules(Path(path) / "weights.safetensors", {"model": model})
+        return cls(record, model)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-object arrays saved with the run (split, latent, recon_mse, label_<name>)."""
+        return load_arrays(self.path / "arrays.npz")
+
+    def _conditional_array(self, conditional, n: int) -> np.ndarray:
+        if isinstance(conditional, dict):
+            conditional = np.stack([np.broadcast_to(np.asarray(conditional[name], dtype=np.float64), (n,))
+                                    for name in self.conditional], axis=1)
+        cp = np.asarray(conditional, dtype=np.float32)
+        if cp.ndim == 1:
+            cp = np.broadcast_to(cp, (n, cp.size))
+        if cp.shape != (n, len(self.conditional)):
+            raise DataError(
+                f"Expected conditional parameters of shape ({n}, {len(self.conditional)}) for "
+                f"{', '.join(self.conditional)}; got {cp.shape}."
+            )
+        return np.array(cp, dtype=np.float32)  # a writable copy (broadcast views are read-only)
+
+    def check_spectra(self, spectra) -> np.ndarray:
+        spectra = np.array(spectra, dtype=np.float32)
+        if spectra.ndim == 1:
+            spectra = spectra[None]
+        if spectra.ndim != 2 or spectra.shape[1] != self.model.wavelength.numel():
+            raise DataError(
+                f"This model expects spectra of {self.model.wavelength.numel()} pixels over "
+                f"{self.wavelength[0]:.1f}-{self.wavelength[-1]:.1f} Angstrom; got shape {spectra.shape}."
+            )
+        if not np.all(np.isfinite(spectra)):
+            raise DataError("Spectra contain NaN or infinite flux.")
+        return spectra
+
+    @torch.no_grad()
+    def encode(self, spectra, conditional, batch_size: int = 2048) -> np.ndarray:
+        """Latent vectors (n, latent_dim) of ``spectra`` (n, n_pixels) at their conditional parameters."""
+        spectra = self.check_spectra(spectra)
+        cp = self._conditional_array(conditional, len(spectra))
+        parts = [
+            self.model.encode(torch.as_tensor(spectra[i:i + batch_size]), torch.as_tensor(cp[i:i + batch_size])).numpy()
+            for i in range(0, len(spectra), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.config.latent_dim), np.float32)
+
+    @torch.no_grad()
+    def decode(self, latent, conditional, batch_size: int = 2048) -> np.ndarray:
+        """Spectra (n, n_pixels), continuum-normalised flux, decoded from ``latent`` at ``conditional``."""
+        latent = np.array(latent, dtype=np.float32)
+        if latent.ndim == 1:
+            latent = latent[None]
+        if latent.shape[1] != self.config.latent_dim:
+            raise DataError(f"Latent vectors must have {self.config.latent_dim} dimensions; got {latent.shape[1]}.")
+        cp = self._conditional_array(conditional, len(latent))
+        parts = [
+            self.model.decode(torch.as_tensor(latent[i:i + batch_size]), torch.as_tensor(cp[i:i + batch_size])).numpy()
+            for i in range(0, len(latent), batch_size)
+        ]
+        return np.concatenate(parts)
+
+    def is_extrapolation(self, conditional) -> np.ndarray:
+        """True where any conditional parameter lies outside the training range."""
+        if isinstance(conditional, dict):
+            n = max(np.size(value) for value in conditional.values())
+        else:
+            n = np.atleast_2d(np.asarray(conditional)).shape[0]
+        cp = self._conditional_array(conditional, n)
+        low, high = self.model.cp_min.numpy(), self.model.cp_max.numpy()
+        return np.any((cp < low - 1e-6) | (cp > high + 1e-6), axis=1)
+
+    def generate(self, spectrum, conditional_from, conditional_to) -> tuple[np.ndarray, np.ndarray]:
+        """Re-render one or more stars at new conditional parameters.
+
+        Encodes ``spectrum`` at ``conditional_from`` and decodes at each row of ``conditional_to``.
+        Returns (spectra, extrapolation flags).
+        """
+        latent = self.encode(spectrum, conditional_from)
+        target = np.atleast_2d(np.asarray(conditional_to, dtype=np.float32))
+        latent = np.repeat(latent, len(target), axis=0) if len(latent) == 1 else latent
+        return self.decode(latent, target), self.is_extrapolation(target)
+
+
+def _n_pixels_in_weights(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_slice("model.wavelength").get_shape()[0]

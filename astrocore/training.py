@@ -1,0 +1,310 @@
+"""The one training loop every astrocore method uses.
+
+A method describes *what* to optimise with a :class:`TrainingTask` (its modules, optimisers, one
+training step and its validation metrics); :func:`train` does the rest the same way for all of
+them: CPU or CUDA, seeding, shuffling, a progress callback ``(step, total, metrics)``,
+cancellation, early stopping on a validation metric, and checkpoints (safetensors + JSON, never
+pickle) from which an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+ProgressCallback = Callable[[int, int, dict], None]
+
+
+class TrainingCancelled(RuntimeError):
+    """Raised inside :func:`train` when the caller asked to stop."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` gives CUDA when a GPU is present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_description() -> str:
+    """A human-readable name of the device training would use (for the app's sidebar)."""
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class TrainingTask(Protocol):
+    """What a method must provide to be trained by :func:`train`."""
+
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    monitor: str  # validation metric to minimise for early stopping / best checkpoint
+
+    def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]: ...
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]: ...
+
+
+@dataclass
+class LoopSettings:
+    """How long and how to iterate; every method's Config carries these fields."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    seed: int = 0
+    patience: int | None = None  # epochs without improvement of the monitored metric; None = never stop early
+    device: str = "auto"
+    progress_every: int = 10  # batches between progress callbacks
+
+
+@dataclass
+class History:
+    """Per-epoch metrics (train averages and validation), plus the best epoch."""
+
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_value: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value if math.isfinite(self.best_value) else None,
+            "stopped_early": self.stopped_early,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "History":
+        best = values.get("best_value")
+        return cls(
+            epochs=list(values.get("epochs", [])),
+            best_epoch=int(values.get("best_epoch", -1)),
+            best_value=math.inf if best is None else float(best),
+            stopped_early=bool(values.get("stopped_early", False)),
+            seconds=float(values.get("seconds", 0.0)),
+        )
+
+
+# ---------------------------------------------------------------------- state (no pickle)
+def _flatten_optimizer(name: str, state: dict, tensors: dict) -> dict:
+    """Move an optimizer state_dict's tensors into ``tensors``; return the JSON-able rest."""
+    per_param = {}
+    for index, values in state["state"].items():
+        entry = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{name}.{index}.{key}"] = value.detach().cpu().contiguous()
+                entry[key] = {"tensor": f"optim.{name}.{index}.{key}"}
+            else:
+                entry[key] = value
+        per_param[str(index)] = entry
+    return {"state": per_param, "param_groups": state["param_groups"]}
+
+
+def _unflatten_optimizer(structure: dict, tensors: dict) -> dict:
+    state = {}
+    for index, values in structure["state"].items():
+        state[int(index)] = {
+            key: tensors[value["tensor"]] if isinstance(value, dict) and "tensor" in value else value
+            for key, value in values.items()
+        }
+    return {"state": state, "param_groups": structure["param_groups"]}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file so that readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(tmp_name, path)
+
+
+def save_modules(path: Path, modules: dict[str, torch.nn.Module]) -> None:
+    """Save module weights (and buffers) as one safetensors file, atomically."""
+    tensors = {
+        f"{name}.{key}": value.detach().cpu().contiguous()
+        for name, module in modules.items()
+        for key, value in module.state_dict().items()
+    }
+    _atomic_save_tensors(Path(path), tensors)
+
+
+def load_modules(path: Path, modules: dict[str, torch.nn.Module]) -> None:
+    """Load weights written by :func:`save_modules` into ``modules`` (strict)."""
+    tensors = load_file(str(path))
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def _atomic_save_tensors(path: Path, tensors: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    save_file(tensors, tmp_name)
+    os.replace(tmp_name, path)
+
+
+def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: History) -> None:
+    """Weights and optimiser state after ``epoch`` (safetensors) plus loop state (JSON)."""
+    folder = Path(folder)
+    tensors = {
+        f"module.{name}.{key}": value.detach().cpu().contiguous()
+        for name, module in task.modules.items()
+        for key, value in module.state_dict().items()
+    }
+    optimizers = {name: _flatten_optimizer(name, opt.state_dict(), tensors) for name, opt in task.optimizers.items()}
+    _atomic_save_tensors(folder / "checkpoint.safetensors", tensors)
+    atomic_write_text(
+        folder / "checkpoint.json",
+        json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers}),
+    )
+
+
+def load_checkpoint(folder: Path, task: TrainingTask) -> tuple[int, History] | None:
+    """Restore a checkpoint into ``task``; returns (last finished epoch, history) or None."""
+    folder = Path(folder)
+    if not (folder / "checkpoint.json").exists() or not (folder / "checkpoint.safetensors").exists():
+        return None
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    tensors = load_file(str(folder / "checkpoint.safetensors"))
+    for name, module in task.modules.items():
+        prefix = f"module.{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, optimizer in task.optimizers.items():
+        optimizer.load_state_dict(_unflatten_optimizer(meta["optimizers"][name], tensors))
+    return int(meta["epoch"]), History.from_dict(meta["history"])
+
+
+# ---------------------------------------------------------------------- the loop
+def _batches(arrays: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator | None):
+    n = len(next(iter(arrays.values())))
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size]
+        yield {key: value[index] for key, value in arrays.items()}
+
+
+def _to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {key: torch.as_tensor(value) for key, value in arrays.items()}
+
+
+def _mean_metrics(rows: list[tuple[int, dict]]) -> dict:
+    total = sum(size for size, _ in rows) or 1
+    keys = rows[0][1].keys() if rows else []
+    return {key: float(sum(size * metrics[key] for size, metrics in rows) / total) for key in keys}
+
+
+def train(
+    task: TrainingTask,
+    train_arrays: dict[str, np.ndarray],
+    val_arrays: dict[str, np.ndarray] | None,
+    settings: LoopSettings,
+    progress: ProgressCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> History:
+    """Train ``task`` for ``settings.epochs`` epochs and leave its modules at the best epoch.
+
+    ``progress(step, total, metrics)`` is called every ``settings.progress_every`` batches and at
+    the end of each epoch (metrics then include the validation values). ``should_stop()`` is polled
+    between batches; when it returns True the loop saves a checkpoint and raises
+    :class:`TrainingCancelled`. With ``checkpoint_dir`` a checkpoint is written after each epoch, and
+    ``resume=True`` continues from it.
+    """
+    device = pick_device(settings.device)
+    for module in task.modules.values():
+        module.to(device)
+    train_tensors = _to_tensors(train_arrays)
+    val_tensors = _to_tensors(val_arrays) if val_arrays else None
+    n_train = len(next(iter(train_tensors.values())))
+    batches_per_epoch = max(1, math.ceil(n_train / settings.batch_size))
+    total = settings.epochs * batches_per_epoch
+
+    history, first_epoch = History(), 0
+    if resume and checkpoint_dir is not None:
+        restored = load_checkpoint(checkpoint_dir, task)
+        if restored is not None:
+            last_epoch, history = restored
+            first_epoch = last_epoch + 1
+    best_state = None
+    started = time.perf_counter() - history.seconds
+    epochs_without_improvement = 0
+
+    for epoch in range(first_epoch, settings.epochs):
+        # Shuffling depends only on (seed, epoch), so a resumed run sees the same batches.
+        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        for module in task.modules.values():
+            module.train()
+        rows = []
+        for batch_index, batch in enumerate(_batches(train_tensors, settings.batch_size, generator)):
+            if should_stop is not None and should_stop():
+                if checkpoint_dir is not None and epoch > first_epoch:
+                    save_checkpoint(checkpoint_dir, task, epoch - 1, history)
+                raise TrainingCancelled(f"stopped by the user at epoch {epoch}")
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            metrics = task.training_step(batch, epoch)
+            rows.append((len(next(iter(batch.values()))), metrics))
+            step = epoch * batches_per_epoch + batch_index + 1
+            if progress is not None and (batch_index + 1) % settings.progress_every == 0:
+                progress(step, total, {"epoch": epoch, **metrics})
+        epoch_metrics = {"epoch": epoch, **{f"train_{k}": v for k, v in _mean_metrics(rows).items()}}
+        if val_tensors is not None:
+            for module in task.modules.values():
+                module.eval()
+            with torch.no_grad():
+                val_rows = [
+                    (len(next(iter(batch.values()))), task.validation_step({k: v.to(device) for k, v in batch.items()}))
+                    for batch in _batches(val_tensors, 1024, None)
+                ]
+            epoch_metrics.update({f"val_{k}": v for k, v in _mean_metrics(val_rows).items()})
+        epoch_metrics["seconds"] = time.perf_counter() - started
+        history.epochs.append(epoch_metrics)
+        history.seconds = epoch_metrics["seconds"]
+
+        monitored = epoch_metrics.get(task.monitor)
+        if monitored is not None and monitored < history.best_value:
+            history.best_value, history.best_epoch = float(monitored), epoch
+            best_state = {
+                name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+                for name, module in task.modules.items()
+            }
+            epochs_without_improvement = 0
+        else:
+            epochs_without_improvement += 1
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, task, epoch, history)
+        if progress is not None:
+            progress((epoch + 1) * batches_per_epoch, total, epoch_metrics)
+        if settings.patience is not None and epochs_without_improvement >= settings.patience:
+            history.stopped_early = True
+            break
+
+    if best_state is not None:
+        for name, module in task.modules.items():
+            module.load_state_dict(best_state[name])
+    for module in task.modules.values():
+        module.eval()
+    return history

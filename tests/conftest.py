@@ -1,0 +1,52 @@
+"""Shared fixtures: small datasets, a temporary runs folder and cache, the ../shared data path."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astrocore.data.dataset import Dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache and runs folder, never the user's."""
+    root = tmp_path_factory.mktemp("astrocore-home")
+    monkeypatch.setenv("ASTROCORE_CACHE", str(root / "cache"))
+    monkeypatch.setenv("ASTROCORE_RUNS", str(root / "runs"))
+    return root
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not present (a fresh clone without the reference data)")
+    return SHARED_DATA
+
+
+def toy_spectra(n_fingerprints=12, seed=0):
+    """A small grid of Gaussian-line spectra where Teff/logg set line depth and width and
+    [Fe/H] one weak line: enough structure for shape and round-trip tests."""
+    rng = np.random.default_rng(seed)
+    wavelength = np.linspace(8460.0, 8700.0, 240)
+    rows, spectra = [], []
+    for fingerprint in range(n_fingerprints):
+        feh, afe = rng.uniform(-1, 0.3), rng.uniform(-0.1, 0.4)
+        for teff in (4000.0, 4500.0, 5000.0, 5500.0):
+            for logg in (1.0, 2.0, 3.0):
+                depth = 0.6 - 0.08 * (teff - 4000) / 500
+                width = 0.8 + 0.4 * logg
+                flux = 1 - depth * np.exp(-0.5 * ((wavelength - 8542.1) / width) ** 2)
+                flux -= (0.15 + 0.1 * feh) * np.exp(-0.5 * ((wavelength - 8621.6) / 0.6) ** 2)
+                flux -= (0.1 + 0.1 * afe) * np.exp(-0.5 * ((wavelength - 8662.1) / width) ** 2)
+                spectra.append(flux)
+                rows.append((fingerprint, teff, logg, feh, afe))
+    labels = Table(rows=rows, names=("fingerprint", "teff", "logg", "feh", "afe"))
+    return Dataset(np.array(spectra, np.float32), wavelength, labels, provenance={"generator": "toy"})
+
+
+@pytest.fixture
+def toy_dataset():
+    return toy_spectra()

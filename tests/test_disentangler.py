@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from astrocore.data.dataset import DataError
+from astrocore.models.disentangler import (Disentangler, DisentanglerConfig, DisentanglerRun,
+                                           DisentanglerTask, fit, split_indices)
+from astrocore.runs import list_runs, load_run, read_history
+
+
+def test_config_validation_and_presets():
+    with pytest.raises(ValueError, match="mode"):
+        DisentanglerConfig(mode="gan")
+    with pytest.raises(ValueError, match="lambdas"):
+        DisentanglerConfig(conditional=("teff", "logg"), lambdas=(0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match="preset"):
+        DisentanglerConfig.preset("huge")
+    assert DisentanglerConfig.preset("paper").latent_dim == 25
+    config = DisentanglerConfig.preset("fast", mode="at", lambdas=[0.1])
+    assert DisentanglerConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+@pytest.mark.parametrize("mode,adversary,n_outputs", [
+    ("noat", "classifier", []), ("at", "classifier", [100]), ("mdat", "classifier", [10, 10]),
+    ("at", "regression", [2]), ("mdat", "regression", [1, 1]),
+])
+def test_shapes_and_adversaries(mode, adversary, n_outputs):
+    config = DisentanglerConfig(mode=mode, adversary=adversary, latent_dim=6)
+    model = Disentangler(50, config)
+    assert model.adversary_outputs() == n_outputs
+    flux, cp = torch.rand(7, 50), torch.rand(7, 2)
+    latent = model.encode(flux, cp)
+    assert latent.shape == (7, 6)
+    assert model.decode(latent, cp).shape == (7, 50)
+    assert len(model.adversary_losses(latent, cp)) == len(n_outputs)
+
+
+@pytest.mark.parametrize("objective", ["paper", "bounded"])
+def test_adversarial_gradient_reaches_encoder(objective):
+    config = DisentanglerConfig(mode="mdat", adversary="regression", objective=objective, latent_dim=4,
+                                latent_activation="batchnorm", scaling="standard", lambdas=(1.0,))
+    model = Disentangler(20, config)
+    task = DisentanglerTask(model)
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    metrics = task.training_step({"flux": torch.rand(16, 20), "cp": torch.rand(16, 2)}, epoch=0)
+    assert {"recon", "adversary", "adv_teff", "adv_logg"} <= set(metrics)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))
+
+
+def test_split_keeps_fingerprints_together(toy_dataset):
+    split = split_indices(toy_dataset.labels, 0.25, 0.1, seed=1)
+    fingerprints = np.asarray(toy_dataset.labels["fingerprint"])
+    for fingerprint in np.unique(fingerprints):
+        assert len(set(split[fingerprints == fingerprint])) == 1
+    assert set(split) == {0, 1, 2}
+
+
+def test_fit_save_load_round_trip(toy_dataset, tmp_path):
+    config = DisentanglerConfig.preset("fast", epochs=3, latent_dim=3, batch_size=32)
+    seen = []
+    run = fit(toy_dataset, config, runs_root=tmp_path, progress=lambda s, t, m: seen.append((s, t)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    files = {p.name for p in run.path.iterdir()}
+    assert {"run.json", "weights.safetensors", "arrays.npz", "progress.json", "history.jsonl"} <= files
+    assert read_history(run.path)
+    reloaded = load_run(run.path)
+    assert isinstance(reloaded, DisentanglerRun)
+    cp = toy_dataset.label_array(("teff", "logg"))
+    np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:5], cp[:5]),
+                               run.encode(toy_dataset.spectra[:5], cp[:5]), rtol=1e-5, atol=1e-6)
+    assert [r.id for r in list_runs(tmp_path)] == [run.id]
+    arrays = reloaded.arrays()
+    assert arrays["latent"].shape == (len(toy_dataset), 3)
+    assert reloaded.training_range["teff"] == (4000.0, 5500.0)
+
+
+def test_generation_flags_extrapolation(toy_dataset, tmp_path):
+    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=2), runs_root=tmp_path)
+    spectra, flags = run.generate(toy_dataset.spectra[0], [4000.0, 1.0], [[4500.0, 2.0], [6500.0, 2.0], [5000.0, 0.0]])
+    assert spectra.shape == (3, toy_dataset.n_pixels)
+    assert flags.tolist() == [False, True, True]
+
+
+def test_bad_input_is_a_clear_error(toy_dataset, tmp_path):
+    with pytest.raises(DataError, match="not labels"):
+        fit(toy_dataset, DisentanglerConfig(conditional=("teff", "vsini")), runs_root=tmp_path)
+    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=2), runs_root=tmp_path)
+    with pytest.raises(DataError, match="240 pixels"):
+        run.encode(np.ones((2, 100)), [[5000.0, 2.0]] * 2)
+    with pytest.raises(DataError, match="NaN"):
+        run.encode(np.full((1, 240), np.nan), [5000.0, 2.0])
+
+
+def test_training_reduces_reconstruction_error(toy_dataset, tmp_path):
+    config = DisentanglerConfig.preset("fast", mode="noat", epochs=15, latent_dim=3, batch_size=16)
+    run = fit(toy_dataset, config, runs_root=tmp_path)
+    epochs = run.record.history["epochs"]
+    assert epochs[-1]["val_recon"] < 0.5 * epochs[0]["val_recon"]
