@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import load_source, renderer_for
-from .evaluation import PROBE_LABELS, evaluate_disentangler, representation_scores
+from .evaluation import PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
 from .models.disentangler import MODES, DisentanglerConfig, fit
 
 SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne" / "nn_apogee_4label_unnormalized.npz"
@@ -53,10 +53,9 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         runs[mode] = run
     # The input spectra themselves, on the same held-out objects.
     any_run = next(iter(runs.values()))
-    from .evaluation import held_out_index
-
-    index = held_out_index(any_run, dataset)
-    x_scores = representation_scores(dataset.spectra[index], dataset.labels[index], PROBE_LABELS)
+    test, train = split_index(any_run, dataset, 2), split_index(any_run, dataset, 0)
+    x_scores = representation_scores(dataset.spectra[train], dataset.labels[train],
+                                     dataset.spectra[test], dataset.labels[test], PROBE_LABELS)
     result["r2"]["X"], result["r2_knn"]["X"] = x_scores["r2"], x_scores["r2_knn"]
     if "twins_top10" in x_scores:
         result["twins_top10"]["X"] = x_scores["twins_top10"]

@@ -13,7 +13,6 @@ import numpy as np
 from astropy.table import Table
 from sklearn.decomposition import PCA
 from sklearn.metrics import r2_score
-from sklearn.model_selection import GroupKFold
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -21,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 # Inputs wider than this (raw spectra) go through PCA first, so the probe converges in seconds.
 MAX_PROBE_DIMS = 128
+PROBE_LABELS = ("teff", "logg", "feh", "afe")
 
 
 def _probe_model(kind: str, n_features: int, seed: int):
@@ -42,30 +42,28 @@ def _probe_model(kind: str, n_features: int, seed: int):
     return make_pipeline(*steps)
 
 
-def probe_r2(features: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None,
-             kind: str = "mlp", n_folds: int = 3, seed: int = 0) -> np.ndarray:
-    """Cross-validated R^2 of predicting each column of ``targets`` from ``features``.
+def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
+             test_targets: np.ndarray, kind: str = "mlp", seed: int = 0) -> np.ndarray:
+    """R^2 on ``test`` of a probe fitted on ``train``, one value per column of the targets.
 
-    Folds split by ``groups`` (e.g. chemical fingerprint), so a probe never sees the same star in
-    training and scoring. Targets are standardised per column. Returns one R^2 per column.
+    Inputs are standardised (and PCA-reduced when wider than MAX_PROBE_DIMS), targets are
+    standardised with the training statistics. ``kind`` is ``mlp`` (two hidden layers, early
+    stopping) or ``knn`` (10 neighbours, distance-weighted).
     """
-    features = np.asarray(features, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.float64)
-    if targets.ndim == 1:
-        targets = targets[:, None]
-    if len(features) != len(targets):
-        raise ValueError(f"{len(features)} feature rows for {len(targets)} targets.")
-    groups = np.arange(len(features)) if groups is None else np.asarray(groups)
-    n_folds = min(n_folds, len(np.unique(groups)))
-    predictions = np.zeros_like(targets)
-    mean, std = targets.mean(axis=0), np.maximum(targets.std(axis=0), 1e-12)
-    standardised = (targets - mean) / std
-    for train, test in GroupKFold(n_splits=n_folds).split(features, groups=groups):
-        for column in range(targets.shape[1]):
-            model = _probe_model(kind, features.shape[1], seed)
-            model.fit(features[train], standardised[train, column])
-            predictions[test, column] = model.predict(features[test])
-    return np.array([r2_score(standardised[:, c], predictions[:, c]) for c in range(targets.shape[1])])
+    train_features = np.asarray(train_features, dtype=np.float64)
+    test_features = np.asarray(test_features, dtype=np.float64)
+    train_targets = np.asarray(train_targets, dtype=np.float64).reshape(len(train_features), -1)
+    test_targets = np.asarray(test_targets, dtype=np.float64).reshape(len(test_features), -1)
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError("train and test features must have the same number of columns.")
+    mean, std = train_targets.mean(axis=0), np.maximum(train_targets.std(axis=0), 1e-12)
+    scores = []
+    for column in range(train_targets.shape[1]):
+        model = _probe_model(kind, train_features.shape[1], seed)
+        model.fit(train_features, (train_targets[:, column] - mean[column]) / std[column])
+        truth = (test_targets[:, column] - mean[column]) / std[column]
+        scores.append(r2_score(truth, model.predict(test_features)))
+    return np.array(scores)
 
 
 def twins_score(features: np.ndarray, fingerprint: np.ndarray, grid_point: np.ndarray, k: int = 10,
@@ -149,8 +147,6 @@ def generation_rmse(run, spectra: np.ndarray, labels: Table, index: np.ndarray,
     return float(np.median(rms(generated, truth)))
 
 
-PROBE_LABELS = ("teff", "logg", "feh", "afe")
-
 
 def _grid_point_ids(labels: Table) -> np.ndarray:
     teff = np.round(np.asarray(labels["teff"], np.float64), 3)
@@ -159,30 +155,34 @@ def _grid_point_ids(labels: Table) -> np.ndarray:
     return ids.ravel()
 
 
-def representation_scores(features: np.ndarray, labels: Table, probe_labels, seed: int = 0) -> dict:
-    """R^2 (standardised MLP and k-NN probes) for each label, and the twins score when the data
-    has chemical fingerprints. ``features`` and ``labels`` are the held-out objects."""
-    names = [name for name in probe_labels if name in labels.colnames]
-    targets = np.stack([np.asarray(labels[name], np.float64) for name in names], axis=1)
-    groups = np.asarray(labels["fingerprint"]) if "fingerprint" in labels.colnames else None
+def representation_scores(train_features: np.ndarray, train_labels: Table, test_features: np.ndarray,
+                          test_labels: Table, probe_labels=PROBE_LABELS, seed: int = 0) -> dict:
+    """R^2 of standardised MLP and k-NN probes fitted on the training objects and scored on the
+    held-out ones (other stars: other chemical fingerprints), per label; plus the twins score of
+    the held-out objects when the data has chemical fingerprints."""
+    names = [name for name in probe_labels if name in test_labels.colnames]
+    train_targets = np.stack([np.asarray(train_labels[name], np.float64) for name in names], axis=1)
+    test_targets = np.stack([np.asarray(test_labels[name], np.float64) for name in names], axis=1)
     scores = {
-        "r2": dict(zip(names, probe_r2(features, targets, groups, "mlp", seed=seed).round(4).tolist())),
-        "r2_knn": dict(zip(names, probe_r2(features, targets, groups, "knn", seed=seed).round(4).tolist())),
+        kind_name: dict(zip(names, probe_r2(train_features, train_targets, test_features, test_targets,
+                                            kind, seed).round(4).tolist()))
+        for kind_name, kind in (("r2", "mlp"), ("r2_knn", "knn"))
     }
-    if groups is not None and {"teff", "logg"} <= set(labels.colnames):
-        scores["twins_top10"] = round(twins_score(features, groups, _grid_point_ids(labels), seed=seed), 4)
+    if "fingerprint" in test_labels.colnames and {"teff", "logg"} <= set(test_labels.colnames):
+        scores["twins_top10"] = round(
+            twins_score(test_features, np.asarray(test_labels["fingerprint"]), _grid_point_ids(test_labels), seed=seed), 4)
     return scores
 
 
-def held_out_index(run, dataset, max_objects: int = 4000, seed: int = 0) -> np.ndarray:
-    """Indices of the run's held-out (test split) objects in ``dataset``, subsampled."""
+def split_index(run, dataset, part: int, max_objects: int = 4000, seed: int = 0) -> np.ndarray:
+    """Indices of the run's objects in split ``part`` (0 train, 1 validation, 2 test), subsampled."""
     split = run.arrays()["split"]
     if len(split) != len(dataset):
         raise ValueError(
             f"Run {run.id} was trained on {len(split)} objects but this dataset has {len(dataset)}; "
             "evaluate it on the dataset it was trained on."
         )
-    index = np.flatnonzero(split == 2)
+    index = np.flatnonzero(split == part)
     if len(index) > max_objects:
         index = np.sort(np.random.default_rng(seed).choice(index, size=max_objects, replace=False))
     return index
@@ -198,12 +198,15 @@ def evaluate_disentangler(run, dataset, render: Callable[[Table], np.ndarray] | 
     """
     import time
 
-    index = held_out_index(run, dataset, max_objects, seed)
+    index = split_index(run, dataset, 2, max_objects, seed)
+    train_index = split_index(run, dataset, 0, max_objects, seed)
     labels = dataset.labels[index]
     spectra = dataset.spectra[index]
-    cp = dataset.label_array(run.conditional)[index]
+    all_cp = dataset.label_array(run.conditional)
+    cp = all_cp[index]
     latent = run.encode(spectra, cp)
-    result = representation_scores(latent, labels, probe_labels, seed)
+    train_latent = run.encode(dataset.spectra[train_index], all_cp[train_index])
+    result = representation_scores(train_latent, dataset.labels[train_index], latent, labels, probe_labels, seed)
     reconstruction = run.decode(latent, cp)
     result["recon_mse"] = float(((reconstruction - spectra) ** 2).mean())
     result["recon_rms"] = float(np.median(rms(reconstruction, spectra)))

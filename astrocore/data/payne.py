@@ -29,6 +29,7 @@ the readers for raw survey spectra).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import warnings
 import zipfile
@@ -112,6 +113,65 @@ def _segments(wavelength: np.ndarray, gap_factor: float = 5.0) -> list[np.ndarra
     return [np.arange(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
 
+def _single_threaded_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _fit_continuum(wavelength, flux2, valid, pixel_ok, continuum, *, order, low, high_reject,
+                   n_iter, tolerance, chunk_size):
+    """Fill ``continuum`` in place; see :func:`continuum_normalise` for the method."""
+    for segment in _segments(wavelength):
+        x = wavelength[segment]
+        x = 2.0 * (x - x[0]) / max(x[-1] - x[0], 1e-12) - 1.0
+        degree = min(order, max(segment.size - 1, 0))
+        design = np.polynomial.legendre.legvander(x, degree)  # (m, d)
+        n_coef = design.shape[1]
+        outer = (design[:, :, None] * design[:, None, :]).reshape(segment.size, -1)  # (m, d*d)
+        for start in range(0, len(flux2), chunk_size):
+            stop = min(start + chunk_size, len(flux2))
+            seg_valid = valid[start:stop][:, segment]
+            f_all = np.where(seg_valid, flux2[start:stop][:, segment], 0.0)
+            base_all = seg_valid & pixel_ok[segment]
+            keep_all = base_all.copy()
+            fit_all = np.zeros_like(f_all)
+            active = np.arange(stop - start)  # rows whose kept set is still changing
+            for _ in range(max(n_iter, 1)):
+                f, base, keep = f_all[active], base_all[active], keep_all[active]
+                w = keep.astype(np.float64)
+                normal = (w @ outer).reshape(len(w), n_coef, n_coef)
+                rhs = (w * f) @ design
+                enough = keep.sum(axis=1) > n_coef
+                normal[~enough] = np.eye(n_coef)
+                rhs[~enough] = 0.0
+                coeffs = np.linalg.solve(normal, rhs[..., None])[..., 0]
+                fit = coeffs @ design.T
+                # Too few usable pixels: fall back to the median of the valid flux (or 1).
+                for i in np.flatnonzero(~enough):
+                    good = f[i][seg_valid[active[i]]]
+                    fit[i] = np.median(good) if good.size else 1.0
+                shift = np.max(np.abs(fit - fit_all[active]), axis=1)
+                fit_all[active] = fit
+                resid = f - fit
+                n_keep = np.maximum(keep.sum(axis=1), 1)
+                sigma = np.sqrt((w * resid**2).sum(axis=1) / n_keep)[:, None]
+                new_keep = base & (resid > -low * sigma) & (resid < high_reject * sigma)
+                # never clip below the polynomial's degrees of freedom
+                short = new_keep.sum(axis=1) <= n_coef
+                new_keep[short] = keep[short]
+                scale = np.maximum(np.median(np.abs(fit), axis=1), 1e-30)
+                changed = np.any(new_keep != keep, axis=1) & (shift > tolerance * scale)
+                keep_all[active] = new_keep
+                active = active[changed]
+                if active.size == 0:
+                    break
+            fit_all = np.where(np.abs(fit_all) > 0, fit_all, 1.0)
+            continuum[start:stop, segment[0]:segment[-1] + 1] = fit_all
+
+
 def continuum_normalise(wavelength, flux, errors=None, *, order: int = 2,
                         low_reject: float = 1.75, high_reject: float = 3.0, n_iter: int = 50,
                         tolerance: float = 1e-3, continuum_pixels=None,
@@ -125,8 +185,9 @@ def continuum_normalise(wavelength, flux, errors=None, *, order: int = 2,
     non-zero flux, and finite positive error when ``errors`` is given), then iteratively refitted
     after rejecting pixels more than ``low_reject`` sigma *below* or ``high_reject`` sigma *above*
     the fit (sigma = rms of the residuals of the kept pixels), for at most ``n_iter`` iterations or
-    until the kept set stops changing or the fit moves by less than ``tolerance`` (relative). The asymmetric clipping discards absorption lines so the
-    fit settles on the upper envelope, i.e. the continuum. If ``continuum_pixels`` (boolean mask or
+    until the kept set stops changing or the fit moves by less than ``tolerance`` (relative).
+    The asymmetric clipping discards absorption lines so the fit settles on the upper envelope,
+    i.e. the continuum. If ``continuum_pixels`` (boolean mask or
     indices of known continuum pixels, such as The Cannon's) is given, only those pixels are fitted
     and the clipping is symmetric (``high_reject`` both sides).
 
@@ -182,52 +243,12 @@ def continuum_normalise(wavelength, flux, errors=None, *, order: int = 2,
     low = high_reject if continuum_pixels is not None else low_reject
 
     continuum = np.ones_like(flux2)
-    for segment in _segments(wavelength):
-        x = wavelength[segment]
-        x = 2.0 * (x - x[0]) / max(x[-1] - x[0], 1e-12) - 1.0
-        degree = min(order, max(segment.size - 1, 0))
-        design = np.polynomial.legendre.legvander(x, degree)  # (m, d)
-        n_coef = design.shape[1]
-        outer = (design[:, :, None] * design[:, None, :]).reshape(segment.size, -1)  # (m, d*d)
-        for start in range(0, len(flux2), chunk_size):
-            stop = min(start + chunk_size, len(flux2))
-            seg_valid = valid[start:stop][:, segment]
-            f_all = np.where(seg_valid, flux2[start:stop][:, segment], 0.0)
-            base_all = seg_valid & pixel_ok[segment]
-            keep_all = base_all.copy()
-            fit_all = np.zeros_like(f_all)
-            active = np.arange(stop - start)  # rows whose kept set is still changing
-            for _ in range(max(n_iter, 1)):
-                f, base, keep = f_all[active], base_all[active], keep_all[active]
-                w = keep.astype(np.float64)
-                normal = (w @ outer).reshape(len(w), n_coef, n_coef)
-                rhs = (w * f) @ design
-                enough = keep.sum(axis=1) > n_coef
-                normal[~enough] = np.eye(n_coef)
-                rhs[~enough] = 0.0
-                coeffs = np.linalg.solve(normal, rhs[..., None])[..., 0]
-                fit = coeffs @ design.T
-                # Too few usable pixels: fall back to the median of the valid flux (or 1).
-                for i in np.flatnonzero(~enough):
-                    good = f[i][seg_valid[active[i]]]
-                    fit[i] = np.median(good) if good.size else 1.0
-                shift = np.max(np.abs(fit - fit_all[active]), axis=1)
-                fit_all[active] = fit
-                resid = f - fit
-                n_keep = np.maximum(keep.sum(axis=1), 1)
-                sigma = np.sqrt((w * resid**2).sum(axis=1) / n_keep)[:, None]
-                new_keep = base & (resid > -low * sigma) & (resid < high_reject * sigma)
-                # never clip below the polynomial's degrees of freedom
-                short = new_keep.sum(axis=1) <= n_coef
-                new_keep[short] = keep[short]
-                scale = np.maximum(np.median(np.abs(fit), axis=1), 1e-30)
-                changed = np.any(new_keep != keep, axis=1) & (shift > tolerance * scale)
-                keep_all[active] = new_keep
-                active = active[changed]
-                if active.size == 0:
-                    break
-            fit_all = np.where(np.abs(fit_all) > 0, fit_all, 1.0)
-            continuum[start:stop, segment[0]:segment[-1] + 1] = fit_all
+    # The products here are small (pixels x polynomial terms): BLAS threads only add overhead,
+    # several times over on a loaded machine, so they run single-threaded.
+    with _single_threaded_blas():
+        _fit_continuum(wavelength, flux2, valid, pixel_ok, continuum, order=order, low=low,
+                       high_reject=high_reject, n_iter=n_iter, tolerance=tolerance,
+                       chunk_size=chunk_size)
     normalised = (flux2 / continuum).astype(np.float32)
     outputs = [normalised[0] if one_d else normalised]
     if err2 is not None:
@@ -351,6 +372,11 @@ class PayneEmulator:
             raise DataError(f"{path} is a folder; a Payne emulator is a single .npz file.")
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty; expected a Payne emulator .npz file.")
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        if magic != b"PK\x03\x04":
+            raise DataError(f"{path} is not a .npz (zip) file; a Payne emulator is a .npz of "
+                            "arrays w_array_0, w_array_1, ..., x_min, x_max.")
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {key: np.asarray(archive[key]) for key in archive.files}
@@ -396,7 +422,8 @@ class PayneEmulator:
             actual = weights[key].shape
             if len(actual) != len(shape) or any(s is not None and a != s
                                                 for a, s in zip(actual, shape)):
-                pretty = tuple("?" if s is None else s for s in shape)
+                pretty = "(" + ", ".join("?" if s is None else str(s) for s in shape) + (
+                    ",)" if len(shape) == 1 else ")")
                 raise DataError(f"{where}: key {key} has shape {actual}; expected {pretty}.")
 
         if kind == "per_pixel":
@@ -501,6 +528,38 @@ class PayneEmulator:
         """
         return self.render_scaled(self.scale(labels), chunk_size=chunk_size, dtype=dtype)
 
+    def render_normalised(self, labels, chunk_size: int | None = None) -> np.ndarray:
+        """Spectra on the continuum-normalised scale of :func:`payne_grid` (float32).
+
+        :meth:`render`, followed by :func:`continuum_normalise` (the documented
+        :data:`CONTINUUM_METHOD`) when the emulator's output is not normalised. When ``labels``
+        is a dict / Table / DataFrame, labels it lacks (e.g. ``vmacro``) are fixed at the middle
+        of the training range, as in :func:`payne_grid`.
+        """
+        flux = self.render(self._complete(labels), chunk_size=chunk_size)
+        if self.normalized:
+            return flux
+        if self.wavelength is None:
+            raise DataError("continuum normalisation needs the emulator's wavelength axis.")
+        return continuum_normalise(self.wavelength, flux, **{
+            k: v for k, v in CONTINUUM_METHOD.items() if k != "method"})
+
+    def _complete(self, labels):
+        """Add missing label columns (mid-range) to dict-like labels; arrays pass through."""
+        if isinstance(labels, Table):
+            labels = {name: np.asarray(labels[name]) for name in labels.colnames}
+        elif hasattr(labels, "to_dict") and hasattr(labels, "columns"):
+            labels = {str(name): np.asarray(labels[name]) for name in labels.columns}
+        if not isinstance(labels, dict):
+            return labels
+        present = [np.atleast_1d(v) for v in labels.values()]
+        n = max((len(v) for v in present), default=1)
+        completed = dict(labels)
+        for i, name in enumerate(self.label_names):
+            if self._column(labels, name) is None:
+                completed[name] = np.full(n, 0.5 * (self.x_min[i] + self.x_max[i]))
+        return completed
+
     def render_scaled(self, scaled, chunk_size: int | None = None, dtype=np.float32) -> np.ndarray:
         """Spectra for already-scaled labels (n, n_labels), each nominally in -0.5..0.5."""
         dtype = np.dtype(dtype)
@@ -518,7 +577,16 @@ class PayneEmulator:
             width = params[0].shape[1] if self.kind == "per_pixel" else max(
                 w.shape[1] for w, _ in params)
             chunk_size = max(1, (1 << 23) // max(width, 1))  # ~32 MB of float32 intermediates
-        for start in range(0, n, chunk_size):
+        # per-pixel networks multiply by a (n_labels x n_pix*K) matrix: too thin for BLAS threads
+        # (threadpoolctl costs ~1 ms per call, so a handful of spectra skip it)
+        thin = self.kind == "per_pixel" and n >= 32
+        limit = _single_threaded_blas() if thin else contextlib.nullcontext()
+        with limit:
+            self._forward(scaled, params, out, chunk_size)
+        return out
+
+    def _forward(self, scaled, params, out, chunk_size):
+        for start in range(0, len(scaled), chunk_size):
             s = scaled[start:start + chunk_size]
             if self.kind == "per_pixel":
                 w0, b0, w1, b1 = params
@@ -534,7 +602,6 @@ class PayneEmulator:
                 h = _leaky_relu(h @ w1 + b1)
                 flux = h @ w2 + b2
             out[start:start + len(s)] = flux
-        return out
 
 
 # ---------------------------------------------------------------------------- grid
@@ -644,6 +711,7 @@ def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, se
             "generator": "payne",
             "version": __version__,
             "file": emulator.path.name,
+            "path": str(emulator.path.resolve()),
             "sha256": emulator.sha256,
             "emulator_kind": emulator.kind,
             "params": params,
@@ -666,5 +734,5 @@ def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, se
         table["in_range"] = emulator.in_range(labels)
         return Dataset(flux, emulator.wavelength, table, None, provenance)
 
-    return cached_dataset("payne", __version__,
-                          {"sha256": emulator.sha256, **params}, build, use_cache=use_cache)
+    key = {"sha256": emulator.sha256, "path": str(emulator.path.resolve()), **params}
+    return cached_dataset("payne", __version__, key, build, use_cache=use_cache)

@@ -65,6 +65,10 @@ class DisentanglerConfig:
     lambdas: tuple[float, ...] = (0.001,)  # one value for all, or one per conditional parameter
     lambda_warmup_epochs: int = 0
     adversary_steps: int = 1
+    # Twin consistency (an addition to the paper): where the training set renders the same chemical
+    # fingerprint at several Teff/logg, decode each star's latent at a twin's parameters and match
+    # the twin's spectrum. Weight relative to the reconstruction MSE; 0 disables it.
+    twin_weight: float = 0.0
     learning_rate: float = 1e-3
     adversary_learning_rate: float = 1e-3
     epochs: int = 30
@@ -244,8 +248,9 @@ class DisentanglerTask:
 
     monitor = "val_objective"
 
-    def __init__(self, model: Disentangler):
+    def __init__(self, model: Disentangler, twins: "TwinSampler | None" = None):
         self.model = model
+        self.twins = twins if model.config.twin_weight > 0 else None
         config = model.config
         self.modules = {"model": model}
         autoencoder = [p for name, p in model.named_parameters() if not name.startswith("adversaries")]
@@ -287,6 +292,11 @@ class DisentanglerTask:
         latent = model.encode_scaled(scaled_flux, scaled_cp)
         reconstruction = F.mse_loss(model.decode_scaled(latent, scaled_cp), scaled_flux)
         loss = reconstruction
+        if self.twins is not None:
+            twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device)
+            twin = F.mse_loss(model.decode_scaled(latent, model.scale_cp(twin_cp)), model.scale_flux(twin_flux))
+            loss = loss + config.twin_weight * twin
+            metrics["twin"] = float(twin.detach())
         if model.adversaries:
             losses = model.adversary_losses(latent, cp)
             loss = loss + self._adversarial_term(losses, self._lambda_scale(epoch))
@@ -326,6 +336,29 @@ class DisentanglerTask:
             objective = objective + bounded
         metrics["objective"] = float(objective)
         return metrics
+
+
+class TwinSampler:
+    """Draws, for each training object, another object of the same chemical fingerprint."""
+
+    def __init__(self, flux: np.ndarray, cp: np.ndarray, fingerprint: np.ndarray, seed: int):
+        self.flux = torch.as_tensor(flux)
+        self.cp = torch.as_tensor(cp)
+        self.generator = torch.Generator().manual_seed(seed)
+        order = np.argsort(fingerprint, kind="stable")
+        _, starts, counts = np.unique(fingerprint[order], return_index=True, return_counts=True)
+        position = np.empty(len(fingerprint), dtype=np.int64)
+        position[order] = np.arange(len(fingerprint))
+        group_of = np.repeat(np.arange(len(starts)), counts)[position]
+        self.order = torch.as_tensor(order)
+        self.group_start = torch.as_tensor(starts[group_of])
+        self.group_size = torch.as_tensor(counts[group_of])
+
+    def sample(self, index: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.cpu()
+        offset = (torch.rand(len(index), generator=self.generator) * self.group_size[index]).long()
+        twin = self.order[self.group_start[index] + offset]
+        return self.flux[twin].to(device), self.cp[twin].to(device)
 
 
 # ============================================================================ fit
@@ -413,7 +446,14 @@ def fit(
     train_index = np.flatnonzero(split == 0)
     val_index = np.flatnonzero(split == 1)
     model = _prepare_model(dataset, config, train_index)
-    task = DisentanglerTask(model)
+    cp = dataset.label_array(config.conditional).astype(np.float32)
+    twins = None
+    if config.twin_weight > 0:
+        if "fingerprint" not in dataset.labels.colnames:
+            raise DataError("twin_weight > 0 needs a 'fingerprint' label (the same chemistry at several Teff/logg).")
+        twins = TwinSampler(dataset.spectra[train_index], cp[train_index],
+                            np.asarray(dataset.labels["fingerprint"])[train_index], config.seed)
+    task = DisentanglerTask(model, twins)
 
     run_id = run_id or new_run_id("disentangle", config.mode)
     folder = runs_dir(runs_root) / run_id
@@ -430,7 +470,6 @@ def fit(
         if progress is not None:
             progress(step, total, metrics)
 
-    cp = dataset.label_array(config.conditional).astype(np.float32)
     arrays = {"flux": dataset.spectra, "cp": cp}
     settings = LoopSettings(
         epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
@@ -440,7 +479,7 @@ def fit(
     try:
         history = train(
             task,
-            {k: v[train_index] for k, v in arrays.items()},
+            {**{k: v[train_index] for k, v in arrays.items()}, "index": np.arange(len(train_index))},
             {k: v[val_index] for k, v in arrays.items()} if len(val_index) else None,
             settings, progress=report, checkpoint_dir=folder, resume=resume, should_stop=should_stop,
         )
