@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 from astropy.table import Table
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
@@ -23,10 +24,24 @@ MAX_PROBE_DIMS = 128
 PROBE_LABELS = ("teff", "logg", "feh", "afe")
 
 
-def _probe_model(kind: str, n_features: int, seed: int):
+class GlobalScaler(TransformerMixin, BaseEstimator):
+    """Divide all columns by one number: the root-mean-square of the (centred) training data."""
+
+    def fit(self, values, target=None):
+        values = np.asarray(values, dtype=np.float64)
+        self.scale_ = float(np.sqrt(((values - values.mean(axis=0)) ** 2).sum(axis=1).mean())) or 1.0
+        return self
+
+    def transform(self, values):
+        return np.asarray(values, dtype=np.float64) / self.scale_
+
+
+def _probe_model(kind: str, n_features: int, n_samples: int, seed: int):
     steps = [StandardScaler()]
     if n_features > MAX_PROBE_DIMS:
-        steps += [PCA(n_components=MAX_PROBE_DIMS, random_state=seed), StandardScaler()]
+        # One scale for all components keeps their relative variance: standardising each PCA
+        # component would blow numerical-noise components up to the size of real signal.
+        steps += [PCA(n_components=min(MAX_PROBE_DIMS, n_samples // 2), random_state=seed), GlobalScaler()]
     if kind == "mlp":
         steps.append(
             MLPRegressor(
@@ -59,7 +74,7 @@ def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_feature
     mean, std = train_targets.mean(axis=0), np.maximum(train_targets.std(axis=0), 1e-12)
     scores = []
     for column in range(train_targets.shape[1]):
-        model = _probe_model(kind, train_features.shape[1], seed)
+        model = _probe_model(kind, train_features.shape[1], len(train_features), seed)
         model.fit(train_features, (train_targets[:, column] - mean[column]) / std[column])
         truth = (test_targets[:, column] - mean[column]) / std[column]
         scores.append(r2_score(truth, model.predict(test_features)))
@@ -75,7 +90,7 @@ def twins_score(features: np.ndarray, fingerprint: np.ndarray, grid_point: np.nd
     """
     features = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
     if features.shape[1] > MAX_PROBE_DIMS:
-        features = PCA(n_components=MAX_PROBE_DIMS, random_state=seed).fit_transform(features)
+        features = PCA(n_components=min(MAX_PROBE_DIMS, len(features)), random_state=seed).fit_transform(features)
     fingerprint, grid_point = np.asarray(fingerprint), np.asarray(grid_point)
     rng = np.random.default_rng(seed)
     queries = rng.choice(len(features), size=min(max_queries, len(features)), replace=False)

@@ -25,7 +25,8 @@ def load_source(name: str, n_stars: int | None = None, seed: int = 0, snr: float
     """Build or read a dataset. Returns (dataset, source) where ``source`` rebuilds it.
 
     name: ``rvs`` (n_stars random stars), ``apogee`` (n_stars chemical fingerprints, each on the
-    Teff x logg grid), ``payne:PATH`` (a grid rendered from a Payne emulator), or a path.
+    Teff x logg grid), ``payne:PATH`` (n_stars chemistries of a Payne emulator, each on the giant Teff x logg grid),
+    or a path.
     """
     if name == "rvs":
         kwargs = {"n_stars": n_stars or 2000, "seed": seed, "snr": snr, **params}
@@ -35,8 +36,7 @@ def load_source(name: str, n_stars: int | None = None, seed: int = 0, snr: float
         source = {"kind": "simulator", "generator": "apogee", "params": kwargs}
     elif name.startswith("payne:"):
         kwargs = {"path": str(Path(name[len("payne:"):]).resolve()), "seed": seed, **params}
-        if n_stars:
-            kwargs["n_random"] = n_stars
+        kwargs["n_fingerprints"] = n_stars or 60
         source = {"kind": "simulator", "generator": "payne", "params": kwargs}
     else:
         path = Path(name)

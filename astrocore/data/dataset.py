@@ -161,27 +161,27 @@ class Dataset:
         return self._save_folder(path)
 
     def _save_fits(self, path: Path) -> Path:
-        primary = fits.PrimaryHDU(self.spectra)
-        primary.header["BUNIT"] = ("normalised flux", "flux unit")
-        primary.header["ACORE"] = ("dataset", "astrocore Dataset file")
-        hdus = [primary, fits.ImageHDU(self.wavelength, name="WAVELENGTH")]
-        hdus[1].header["BUNIT"] = "Angstrom"
-        hdus.append(fits.BinTableHDU(self.labels, name="LABELS"))
-        if self.errors is not None:
-            hdus.append(fits.ImageHDU(self.errors, name="ERRORS"))
-        provenance = np.frombuffer(json.dumps(self.provenance).encode(), dtype=np.uint8)
-        hdus.append(fits.ImageHDU(provenance, name="PROVENANCE"))
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".fits.part")
-        os.close(handle)
-        try:
-            with warnings.catch_warnings():
-                # "dex" has no FITS form; load() re-attaches units from LABEL_UNITS.
-                warnings.simplefilter("ignore", AstropyUserWarning)
+        with warnings.catch_warnings():
+            # "dex" has no FITS form; load() re-attaches units from LABEL_UNITS.
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            primary = fits.PrimaryHDU(self.spectra)
+            primary.header["BUNIT"] = ("normalised flux", "flux unit")
+            primary.header["ACORE"] = ("dataset", "astrocore Dataset file")
+            hdus = [primary, fits.ImageHDU(self.wavelength, name="WAVELENGTH")]
+            hdus[1].header["BUNIT"] = "Angstrom"
+            hdus.append(fits.BinTableHDU(self.labels, name="LABELS"))
+            if self.errors is not None:
+                hdus.append(fits.ImageHDU(self.errors, name="ERRORS"))
+            provenance = np.frombuffer(json.dumps(self.provenance).encode(), dtype=np.uint8)
+            hdus.append(fits.ImageHDU(provenance, name="PROVENANCE"))
+            handle, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".fits.part")
+            os.close(handle)
+            try:
                 fits.HDUList(hdus).writeto(tmp_name, overwrite=True)
-            os.replace(tmp_name, path)
-        finally:
-            if os.path.exists(tmp_name):
-                os.remove(tmp_name)
+                os.replace(tmp_name, path)
+            finally:
+                if os.path.exists(tmp_name):
+                    os.remove(tmp_name)
         return path
 
     def _save_folder(self, path: Path) -> Path:

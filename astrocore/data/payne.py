@@ -619,7 +619,13 @@ def _values(name: str, value, low: float, high: float, allow_extrapolation: bool
     return values
 
 
-def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, seed: int = 0,
+def _label_range(emulator, name):
+    index = list(emulator.label_names).index(name)
+    return emulator.x_min[index], emulator.x_max[index]
+
+
+def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, n_fingerprints=None,
+               seed: int = 0,
                normalize_continuum=None, use_cache: bool = True, label_names=None,
                normalized=None, allow_extrapolation: bool = False, **other_labels) -> Dataset:
     """Render Payne spectra on a regular label grid, or ``n_random`` uniform draws.
@@ -636,6 +642,11 @@ def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, se
     ``normalize_continuum`` defaults to ``not emulator.normalized``: the output of an
     un-normalised emulator (e.g. ``nn_apogee_4label_unnormalized.npz``) is divided by the
     pseudo-continuum of :func:`continuum_normalise`, giving continuum ~ 1.
+
+    Fingerprint mode (``n_fingerprints=N``): N chemistries are drawn as in random mode for every
+    label except Teff and logg, and each is rendered on the Cartesian grid of ``teff`` x ``logg``
+    (default: Teff 3600-6000 K step 200, logg 0.4-2.6 step 0.2, giants as in the GANDALF paper);
+    a ``fingerprint`` column numbers the chemistries.
 
     Returns a :class:`Dataset` (errors ``None``) with provenance generator "payne", the emulator
     file name and sha256, the parameters and the normalisation method. Cached on disk (keyed by
@@ -658,7 +669,42 @@ def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, se
         normalize_continuum = not emulator.normalized
 
     params: dict = {"mode": "random" if n_random is not None else "grid"}
-    if n_random is not None:
+    fingerprint = None
+    if n_fingerprints is not None:
+        params["mode"] = "fingerprints"
+        rng = np.random.default_rng(seed)
+        grid_axes = {
+            "teff": _values("teff", np.arange(3600.0, 6000.1, 200.0) if teff is None else teff,
+                            *_label_range(emulator, "teff"), allow_extrapolation),
+            "logg": _values("logg", np.round(np.arange(0.4, 2.61, 0.2), 2) if logg is None else logg,
+                            *_label_range(emulator, "logg"), allow_extrapolation),
+        }
+        chemistry = {}
+        for i, name in enumerate(emulator.label_names):
+            if name in grid_axes:
+                continue
+            value = given.get(name)
+            low, high = emulator.x_min[i], emulator.x_max[i]
+            if value is not None:
+                value = _values(name, value, low, high, allow_extrapolation)
+                low, high = (value[0], value[0]) if value.size == 1 else (value[0], value[-1])
+            chemistry[name] = rng.uniform(low, high, int(n_fingerprints))
+            params[name] = [float(low), float(high)]
+        teff_mesh, logg_mesh = np.meshgrid(grid_axes["teff"], grid_axes["logg"], indexing="ij")
+        per_star = teff_mesh.size
+        fingerprint = np.repeat(np.arange(int(n_fingerprints)), per_star)
+        columns = []
+        for name in emulator.label_names:
+            if name == "teff":
+                columns.append(np.tile(teff_mesh.ravel(), int(n_fingerprints)))
+            elif name == "logg":
+                columns.append(np.tile(logg_mesh.ravel(), int(n_fingerprints)))
+            else:
+                columns.append(chemistry[name][fingerprint])
+        labels = np.stack(columns, axis=1)
+        params.update(n_fingerprints=int(n_fingerprints), seed=int(seed),
+                      teff=grid_axes["teff"].tolist(), logg=grid_axes["logg"].tolist())
+    elif n_random is not None:
         n_random = int(n_random)
         if n_random < 1:
             raise DataError(f"n_random must be a positive integer; got {n_random}.")
@@ -727,6 +773,8 @@ def payne_grid(path, teff=None, logg=None, feh=None, afe=None, n_random=None, se
             flux = np.where(np.isfinite(flux), flux, 1.0)
         table = Table()
         table["id"] = np.arange(len(labels))
+        if fingerprint is not None:
+            table["fingerprint"] = fingerprint
         for i, name in enumerate(emulator.label_names):
             table[name] = labels[:, i]
             if name in EXTRA_LABEL_UNITS:

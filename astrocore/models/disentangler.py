@@ -66,8 +66,9 @@ class DisentanglerConfig:
     lambda_warmup_epochs: int = 0
     adversary_steps: int = 1
     # Twin consistency (an addition to the paper): where the training set renders the same chemical
-    # fingerprint at several Teff/logg, decode each star's latent at a twin's parameters and match
-    # the twin's spectrum. Weight relative to the reconstruction MSE; 0 disables it.
+    # fingerprint at several Teff/logg, decode each star's latent at a twin's parameters to match
+    # the twin's spectrum, and match the two latents. Weight relative to the reconstruction MSE;
+    # 0 disables it (and it is inactive for data without a fingerprint column).
     twin_weight: float = 0.0
     learning_rate: float = 1e-3
     adversary_learning_rate: float = 1e-3
@@ -293,10 +294,14 @@ class DisentanglerTask:
         reconstruction = F.mse_loss(model.decode_scaled(latent, scaled_cp), scaled_flux)
         loss = reconstruction
         if self.twins is not None:
+            # The twin's spectrum from this star's latent, and the same latent for both: the
+            # second term removes variation along Teff/logg that the decoder would ignore.
             twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device)
-            twin = F.mse_loss(model.decode_scaled(latent, model.scale_cp(twin_cp)), model.scale_flux(twin_flux))
-            loss = loss + config.twin_weight * twin
-            metrics["twin"] = float(twin.detach())
+            scaled_twin, scaled_twin_cp = model.scale_flux(twin_flux), model.scale_cp(twin_cp)
+            twin = F.mse_loss(model.decode_scaled(latent, scaled_twin_cp), scaled_twin)
+            twin_latent = F.mse_loss(model.encode_scaled(scaled_twin, scaled_twin_cp), latent)
+            loss = loss + config.twin_weight * (twin + twin_latent)
+            metrics.update(twin=float(twin.detach()), twin_latent=float(twin_latent.detach()))
         if model.adversaries:
             losses = model.adversary_losses(latent, cp)
             loss = loss + self._adversarial_term(losses, self._lambda_scale(epoch))
@@ -448,9 +453,9 @@ def fit(
     model = _prepare_model(dataset, config, train_index)
     cp = dataset.label_array(config.conditional).astype(np.float32)
     twins = None
-    if config.twin_weight > 0:
-        if "fingerprint" not in dataset.labels.colnames:
-            raise DataError("twin_weight > 0 needs a 'fingerprint' label (the same chemistry at several Teff/logg).")
+    # Twin consistency needs the same chemistry at several Teff/logg (a 'fingerprint' label);
+    # without it the term is switched off and the run says so.
+    if config.twin_weight > 0 and "fingerprint" in dataset.labels.colnames:
         twins = TwinSampler(dataset.spectra[train_index], cp[train_index],
                             np.asarray(dataset.labels["fingerprint"])[train_index], config.seed)
     task = DisentanglerTask(model, twins)
@@ -460,7 +465,7 @@ def fit(
     folder.mkdir(parents=True, exist_ok=True)
     record = RunRecord(
         id=run_id, path=folder, method="disentangle", config=config.to_json(),
-        data=data_source or {"kind": "dataset", "provenance": dataset.provenance, "n_objects": len(dataset)},
+        data=data_source or _source_from_provenance(dataset),
     )
     if not (resume and (folder / "run.json").exists()):
         record.write()
@@ -507,10 +512,19 @@ def fit(
         "recon_mse_train": float(per_object_mse[split == 0].mean()),
         "best_epoch": history.best_epoch,
         "device": str(pick_device(config.device)),
+        "twin_consistency": twins is not None,
     }
     record.status = "done"
     record.write()
     return run
+
+
+def _source_from_provenance(dataset: Dataset) -> dict:
+    """A rebuildable source for built-in simulator output, else a description of the data."""
+    provenance = dataset.provenance
+    if provenance.get("generator") in ("rvs", "apogee") and "params" in provenance:
+        return {"kind": "simulator", "generator": provenance["generator"], "params": provenance["params"]}
+    return {"kind": "dataset", "provenance": provenance, "n_objects": len(dataset)}
 
 
 def _label_arrays(dataset: Dataset) -> dict[str, np.ndarray]:

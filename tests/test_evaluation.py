@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astrocore.embeddings import project
+from astrocore.evaluation import (evaluate_disentangler, generation_targets, grid_step, probe_r2,
+                                  representation_scores, twins_score)
+from astrocore.models.disentangler import DisentanglerConfig, fit
+
+
+def test_probes_find_information_and_report_its_absence():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(-1, 1, 600)
+    informative = np.stack([np.sin(2 * target), target**3, rng.normal(size=600)], axis=1)
+    noise = rng.normal(size=(600, 3))
+    for kind in ("mlp", "knn"):
+        assert probe_r2(informative[:400], target[:400], informative[400:], target[400:], kind)[0] > 0.9
+        assert probe_r2(noise[:400], target[:400], noise[400:], target[400:], kind)[0] < 0.15
+
+
+def test_probe_is_fair_to_tiny_latent_spreads():
+    # A sigmoid latent with a spread of 1e-4 holds the information as well as a wide one.
+    rng = np.random.default_rng(1)
+    target = rng.uniform(0, 1, 500)
+    tiny = 0.5 + 1e-4 * np.stack([target, rng.normal(size=500)], axis=1)
+    assert probe_r2(tiny[:350], target[:350], tiny[350:], target[350:], "mlp")[0] > 0.9
+
+
+def test_twins_score_extremes():
+    fingerprint = np.repeat(np.arange(20), 6)
+    grid_point = np.tile(np.arange(6), 20)
+    rng = np.random.default_rng(0)
+    chemistry = rng.normal(size=(20, 3))[fingerprint] + 1e-3 * rng.normal(size=(120, 3))
+    assert twins_score(chemistry, fingerprint, grid_point, k=5) == pytest.approx(1.0)
+    teff_like = np.stack([grid_point + 0.01 * rng.normal(size=120), rng.normal(size=120)], axis=1)
+    assert twins_score(teff_like, fingerprint, grid_point, k=5) < 0.3
+
+
+def test_generation_targets_move_only_requested_labels():
+    labels = Table({"teff": np.repeat([4000.0, 4200.0, 4400.0], 4), "logg": np.tile([1.0, 1.2, 1.4, 1.6], 3),
+                    "feh": np.arange(12.0)})
+    index = np.arange(12)
+    inside = generation_targets(labels, index, ("teff", "logg"), extrapolate=False)
+    np.testing.assert_array_equal(inside["feh"], labels["feh"])
+    assert set(inside["teff"]) <= {4000.0, 4200.0, 4400.0}
+    outside = generation_targets(labels, index, ("teff", "logg"), extrapolate=True)
+    beyond = (np.asarray(outside["teff"]) > 4400) | (np.asarray(outside["teff"]) < 4000) | \
+             (np.asarray(outside["logg"]) > 1.6 + 1e-9) | (np.asarray(outside["logg"]) < 1.0 - 1e-9)
+    assert beyond.all()
+    assert grid_step(np.asarray(labels["teff"])) == pytest.approx(200.0)
+
+
+def test_evaluate_a_trained_run(toy_dataset, tmp_path):
+    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, batch_size=32, twin_weight=0.0),
+              runs_root=tmp_path)
+    truth = {tuple(row): spectrum for row, spectrum in
+             zip(np.asarray(toy_dataset.label_array(("teff", "logg", "feh"))), toy_dataset.spectra)}
+
+    def render(labels):  # the toy set's own spectra where they exist, as a simulator would give
+        rows = np.stack([np.asarray(labels[n], float) for n in ("teff", "logg", "feh")], axis=1)
+        return np.stack([truth.get(tuple(row), np.ones(toy_dataset.n_pixels)) for row in rows])
+
+    metrics = evaluate_disentangler(run, toy_dataset, render=render, max_objects=200)
+    assert set(metrics["r2"]) == {"teff", "logg", "feh", "afe"}
+    assert 0 <= metrics["twins_top10"] <= 1
+    assert metrics["recon_mse"] > 0 and metrics["gen_rmse"] > 0 and metrics["decode_ms"] > 0
+
+
+def test_projection_methods_and_cache(tmp_path):
+    values = np.random.default_rng(0).normal(size=(120, 5))
+    for method in ("pca", "tsne", "umap"):
+        coordinates, info = project(values, method, key="test", folder=tmp_path, seed=0)
+        assert coordinates.shape == (120, 2) and np.all(np.isfinite(coordinates))
+    again, _ = project(values, "pca", key="test", folder=tmp_path, seed=0)
+    np.testing.assert_array_equal(again, project(values, "pca", key="test", folder=tmp_path, use_cache=False)[0])
+    with pytest.raises(ValueError):
+        project(values, "lle")
+
+
+def test_representation_scores_on_inputs(toy_dataset):
+    train = toy_dataset.labels["fingerprint"] < 8
+    scores = representation_scores(toy_dataset.spectra[train], toy_dataset.labels[train],
+                                   toy_dataset.spectra[~train], toy_dataset.labels[~train])
+    assert scores["r2"]["teff"] > 0.9 and scores["r2_knn"]["logg"] > 0.9
