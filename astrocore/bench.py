@@ -18,13 +18,13 @@ SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne"
 GRIDS = {
     "fast": {
         "apogee": ("apogee", 60, ("teff", "logg")),
-        "rvs4": ("rvs", 8000, ("teff", "logg", "feh", "afe")),
-        "payne": (f"payne:{SHARED_PAYNE}", None, ("teff", "logg")),
+        "rvs4": ("rvs", 6000, ("teff", "logg", "feh", "afe")),
+        "payne": (f"payne:{SHARED_PAYNE}", 60, ("teff", "logg")),
     },
     "paper": {
         "apogee": ("apogee", 200, ("teff", "logg")),
         "rvs4": ("rvs", 38000, ("teff", "logg", "feh", "afe")),
-        "payne": (f"payne:{SHARED_PAYNE}", None, ("teff", "logg")),
+        "payne": (f"payne:{SHARED_PAYNE}", 200, ("teff", "logg")),
     },
 }
 
@@ -42,7 +42,11 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
     }
     runs = {}
     for mode in modes:
-        config = DisentanglerConfig.preset(preset, mode=mode, conditional=conditional, **(recipe_overrides or {}))
+        overrides = dict(recipe_overrides or {})
+        if mode == "noat" and not recipe_overrides:
+            # The unconstrained baseline: the paper's 25-d latent, no adversary, no twin term.
+            overrides.update(latent_dim=25, twin_weight=0.0)
+        config = DisentanglerConfig.preset(preset, mode=mode, conditional=conditional, **overrides)
         started = time.perf_counter()
         run = fit(dataset, config, runs_root=runs_root, data_source=source)
         result["train_s"][mode] = round(time.perf_counter() - started, 2)
@@ -94,5 +98,30 @@ def _paper_recipe_fields() -> dict:
     """The paper's recipe (all config fields of the ``paper`` preset but the schedule)."""
     paper = DisentanglerConfig.preset("paper-fast")
     keep = ("latent_dim", "latent_activation", "scaling", "adversary", "objective", "lambdas",
-            "lambda_warmup_epochs", "adversary_steps")
+            "lambda_warmup_epochs", "adversary_steps", "twin_weight")
     return {key: getattr(paper, key) for key in keep}
+
+
+def sweep_disentangle(preset: str = "fast", lambdas=(0.005, 0.02, 0.08), adversary_steps=(1, 5),
+                      twin_weights=(0.0, 1.0), runs_root=None) -> list[dict]:
+    """The trade-off curve on the APOGEE-like grid: for mdat over lambda x adversary steps x twin
+    weight, the conditioned R^2 (MLP and k-NN) against [alpha/Fe] R^2, reconstruction and
+    generation error."""
+    source_name, n_stars, conditional = GRIDS[preset]["apogee"]
+    dataset, source = load_source(source_name, n_stars=n_stars, seed=0)
+    render = renderer_for(dataset)
+    temporary = tempfile.TemporaryDirectory(prefix="astrocore-sweep-") if runs_root is None else None
+    root = Path(temporary.name if temporary else runs_root)
+    points = []
+    for twin_weight in twin_weights:
+        for steps in adversary_steps:
+            for value in lambdas:
+                config = DisentanglerConfig.preset(preset, mode="mdat", conditional=conditional, lambdas=(value,),
+                                                   adversary_steps=steps, twin_weight=twin_weight)
+                run = fit(dataset, config, runs_root=root, data_source=source)
+                metrics = evaluate_disentangler(run, dataset, render=render)
+                points.append({"lambda": value, "adversary_steps": steps, "twin_weight": twin_weight,
+                               **{key: metrics.get(key) for key in ("r2", "r2_knn", "recon_mse", "gen_rmse")}})
+    if temporary is not None:
+        temporary.cleanup()
+    return points

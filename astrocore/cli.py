@@ -64,6 +64,7 @@ def cmd_data_make(args) -> int:
 def cmd_train_disentangle(args) -> int:
     from .data import load_source
     from .models.disentangler import DisentanglerConfig, fit
+    from .training import TrainingCancelled
 
     config = DisentanglerConfig.preset(
         args.preset,
@@ -79,6 +80,9 @@ def cmd_train_disentangle(args) -> int:
     try:
         run = fit(dataset, config, progress=update, runs_root=args.out, run_id=args.run_id, data_source=source,
                   should_stop=(lambda: stop_file.exists()) if stop_file else None, resume=args.resume)
+    except TrainingCancelled as error:
+        print(f"astrocore: training cancelled ({error}); resume with --resume --run-id {args.run_id}", file=sys.stderr)
+        return 3
     finally:
         bar.close()
     print(json.dumps({"run": run.id, "path": str(run.path), **run.record.metrics}, indent=2))
@@ -142,9 +146,12 @@ def cmd_embed(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_disentangle
+    from .bench import bench_disentangle, sweep_disentangle
 
-    results = bench_disentangle(preset=args.preset, grids=args.grids.split(","), runs_root=args.runs)
+    if args.sweep:
+        results = {"sweep": sweep_disentangle(preset=args.preset, runs_root=args.runs)}
+    else:
+        results = bench_disentangle(preset=args.preset, grids=args.grids.split(","), runs_root=args.runs)
     text = json.dumps(results, indent=2)
     if args.json:
         Path(args.json).write_text(text)
@@ -208,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_dis.add_argument("--grids", default="apogee,rvs4,payne")
     bench_dis.add_argument("--runs", default=None, help="keep the bench's runs here (default: a temporary folder)")
     bench_dis.add_argument("--json", default=None)
+    bench_dis.add_argument("--sweep", action="store_true",
+                           help="instead: the lambda x adversary-steps x twin-weight trade-off curve of mdat")
     bench_dis.set_defaults(handler=cmd_bench)
     return parser
 

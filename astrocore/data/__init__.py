@@ -15,36 +15,42 @@ from astropy.table import Table
 from .dataset import LABEL_TITLES, LABEL_UNITS, DataError, Dataset
 
 __all__ = ["Dataset", "DataError", "LABEL_UNITS", "LABEL_TITLES", "load_source", "dataset_from_source",
-           "renderer_for", "SIMULATORS"]
+           "renderer_for", "source_for", "SIMULATORS"]
 
 SIMULATORS = ("rvs", "apogee")
 
 
-def load_source(name: str, n_stars: int | None = None, seed: int = 0, snr: float | None = None,
-                **params) -> tuple[Dataset, dict]:
-    """Build or read a dataset. Returns (dataset, source) where ``source`` rebuilds it.
+def source_for(name: str, n_stars: int | None = None, seed: int = 0, snr: float | None = None,
+               **params) -> dict:
+    """The description (``source`` dict) of a dataset, without building it.
 
-    name: ``rvs`` (n_stars random stars), ``apogee`` (n_stars chemical fingerprints, each on the
-    Teff x logg grid), ``payne:PATH`` (n_stars chemistries of a Payne emulator, each on the giant Teff x logg grid),
-    or a path.
+    name: ``rvs`` (n_stars random stars, default 2000), ``apogee`` (n_stars chemical fingerprints,
+    default 60, each on the Teff x logg grid), ``payne:PATH`` (n_stars chemistries of a Payne
+    emulator, default 60, each on the giant Teff x logg grid), or a path to a file or folder.
     """
     if name == "rvs":
-        kwargs = {"n_stars": n_stars or 2000, "seed": seed, "snr": snr, **params}
-        source = {"kind": "simulator", "generator": "rvs", "params": kwargs}
-    elif name == "apogee":
-        kwargs = {"n_fingerprints": n_stars or 60, "seed": seed, "snr": snr, **params}
-        source = {"kind": "simulator", "generator": "apogee", "params": kwargs}
-    elif name.startswith("payne:"):
-        kwargs = {"path": str(Path(name[len("payne:"):]).resolve()), "seed": seed, **params}
-        kwargs["n_fingerprints"] = n_stars or 60
-        source = {"kind": "simulator", "generator": "payne", "params": kwargs}
-    else:
-        path = Path(name)
-        if not path.exists():
-            raise DataError(
-                f"{name!r} is neither a built-in simulator ({', '.join(SIMULATORS)}, payne:PATH) nor an existing file or folder."
-            )
-        source = {"kind": "file", "path": str(path.resolve())}
+        return {"kind": "simulator", "generator": "rvs",
+                "params": {"n_stars": int(n_stars or 2000), "seed": int(seed), "snr": snr, **params}}
+    if name == "apogee":
+        return {"kind": "simulator", "generator": "apogee",
+                "params": {"n_fingerprints": int(n_stars or 60), "seed": int(seed), "snr": snr, **params}}
+    if name.startswith("payne:"):
+        path = str(Path(name[len("payne:"):]).resolve())
+        return {"kind": "simulator", "generator": "payne",
+                "params": {"path": path, "seed": int(seed), "n_fingerprints": int(n_stars or 60), **params}}
+    path = Path(name)
+    if not path.exists():
+        raise DataError(
+            f"{name!r} is neither a built-in simulator ({', '.join(SIMULATORS)}, payne:PATH) nor an existing file or folder."
+        )
+    return {"kind": "file", "path": str(path.resolve())}
+
+
+def load_source(name: str, n_stars: int | None = None, seed: int = 0, snr: float | None = None,
+                **params) -> tuple[Dataset, dict]:
+    """Build or read a dataset (see :func:`source_for`). Returns (dataset, source), where
+    ``source`` rebuilds it with :func:`dataset_from_source`."""
+    source = source_for(name, n_stars, seed, snr, **params)
     return dataset_from_source(source), source
 
 

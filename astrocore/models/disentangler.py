@@ -126,9 +126,10 @@ class DisentanglerConfig:
         fast schedule, for like-for-like comparisons)."""
         presets = {
             "fast": dict(
-                latent_dim=8, latent_activation="batchnorm", scaling="standard",
+                latent_dim=6, latent_activation="batchnorm", scaling="standard",
                 adversary="regression", objective="bounded", lambdas=(0.05,),
-                lambda_warmup_epochs=3, adversary_steps=5, epochs=25, batch_size=128,
+                lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, epochs=10,
+                batch_size=128, test_fraction=0.3,
             ),
             "paper": dict(epochs=200, batch_size=64),
             "paper-fast": dict(epochs=25, batch_size=128),

@@ -1,0 +1,356 @@
+"""The app's non-UI logic (astrocore.app_logic) and figure builders (astrocore.plots)."""
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from astrocore import app_logic as logic
+from astrocore import plots
+from astrocore.data.dataset import Dataset
+from astrocore.models.disentangler import DisentanglerConfig, fit
+from astrocore.runs import RunRecord
+
+from conftest import toy_spectra
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A tiny mdAT model on the toy grid (a few seconds on a CPU)."""
+    root = tmp_path_factory.mktemp("logic-runs")
+    dataset = toy_spectra(n_fingerprints=10)
+    config = DisentanglerConfig.preset("fast", mode="mdat", epochs=2, batch_size=64, latent_dim=4)
+    run = fit(dataset, config, runs_root=root, run_id="toy-mdat", data_source={"kind": "dataset"})
+    return run, dataset
+
+
+# ---------------------------------------------------------------------------- defaults and runs
+def test_default_model_settings_follow_environment(monkeypatch):
+    monkeypatch.setenv("ASTROCORE_DEFAULT_EPOCHS", "3")
+    monkeypatch.setenv("ASTROCORE_DEFAULT_NSTARS", "5")
+    settings = logic.default_model_settings()
+    assert settings["epochs"] == 3 and settings["n_stars"] == 5
+    assert settings["run_id"].startswith(logic.DEFAULT_RUN_PREFIX)
+    assert settings["mode"] == "mdat" and settings["conditional"] == ("teff", "logg")
+
+
+def _record(tmp_path, run_id, status="done", created="2025-01-01T00:00:00+00:00", **config):
+    return RunRecord(id=run_id, path=tmp_path / run_id, method="disentangle", status=status, created=created,
+                     config={"mode": "mdat", "conditional": ["teff", "logg"], **config},
+                     data={"kind": "simulator", "generator": "apogee", "params": {"n_fingerprints": 20, "seed": 0}})
+
+
+def test_choose_default_run_prefers_finished_default_runs(tmp_path):
+    records = [
+        _record(tmp_path, "disentangle-newer", created="2025-03-01T00:00:00+00:00"),
+        _record(tmp_path, "default-apogee-mdat", created="2025-01-01T00:00:00+00:00"),
+        _record(tmp_path, "default-failed", status="failed", created="2025-04-01T00:00:00+00:00"),
+    ]
+    assert logic.choose_default_run(records).id == "default-apogee-mdat"
+    assert logic.choose_default_run(records[:1]).id == "disentangle-newer"
+    assert logic.choose_default_run(records[2:]) is None
+    assert logic.choose_default_run([]) is None
+
+
+def test_source_labels_and_cli_arguments():
+    apogee = logic.simulator_source("apogee", 20, 3)
+    assert "APOGEE-like, 20 fingerprints, seed 3" == logic.source_label(apogee)
+    assert logic.cli_data_arguments(apogee) == {"data": "apogee", "n_stars": 20, "data_seed": 3}
+    rvs = logic.simulator_source("rvs", 500)
+    assert logic.cli_data_arguments(rvs)["data"] == "rvs"
+    assert logic.cli_data_arguments(logic.file_source("/tmp/x.fits"))["data"] == "/tmp/x.fits"
+    with pytest.raises(ValueError):
+        logic.simulator_source("hst", 3)
+
+
+# ---------------------------------------------------------------------------- sliders and generation
+def test_slider_specs_extend_training_range_and_snap():
+    specs = {s.name: s for s in logic.slider_specs({"teff": (3200.0, 6000.0), "logg": (0.0, 2.6)})}
+    teff, logg = specs["teff"], specs["logg"]
+    assert teff.low < 3200 and teff.high > 6000 and teff.step == 10
+    assert teff.title == "Teff [K]" and logg.title == "log g [dex]"
+    assert logg.low >= -1.0
+    assert logic.snap(4567.0, teff) == 4570.0
+    assert logic.snap(1e6, teff) == teff.high
+    assert logic.extrapolation_message({"teff": 4500.0, "logg": 1.0}, {"teff": (3200, 6000), "logg": (0, 2.6)}) == ""
+    message = logic.extrapolation_message({"teff": 6500.0, "logg": 1.0}, {"teff": (3200, 6000), "logg": (0, 2.6)})
+    assert "Teff" in message and "6500" in message and "3200" in message
+
+
+def test_star_view_reproduces_reconstruction_at_own_values(toy_run):
+    run, dataset = toy_run
+    index = 5
+    values = logic.star_conditionals(run, dataset.labels, index)
+    view = logic.star_view(run, dataset, index, values)
+    np.testing.assert_allclose(view.generated, view.reconstruction, atol=1e-5)
+    assert not view.extrapolation and view.true is None
+    moved = logic.star_view(run, dataset, index, {**values, "teff": 9000.0})
+    assert moved.extrapolation
+    assert logic.rms(moved.generated, view.generated) > 0
+
+
+def test_true_spectrum_uses_the_renderer_with_moved_labels(toy_run):
+    run, dataset = toy_run
+    seen = {}
+
+    def render(table):
+        seen["teff"] = float(table["teff"][0])
+        return np.ones((1, dataset.n_pixels))
+
+    flux = logic.true_spectrum(render, dataset.labels, 3, {"teff": 4321.0})
+    assert seen["teff"] == 4321.0 and flux.shape == (dataset.n_pixels,)
+    assert logic.true_spectrum(None, dataset.labels, 3, {"teff": 1.0}) is None
+
+    def broken(table):
+        raise ValueError("cannot")
+
+    assert logic.true_spectrum(broken, dataset.labels, 3, {"teff": 4321.0}) is None
+
+
+def test_star_choices_list_held_out_stars_first(toy_run):
+    run, dataset = toy_run
+    split = run.arrays()["split"]
+    held_out = logic.star_choices(run, dataset)
+    assert set(held_out) == set(np.flatnonzero(split == 2))
+    everything = logic.star_choices(run, dataset, include_training=True)
+    assert len(everything) == len(dataset) and everything[:len(held_out)] == held_out
+    assert logic.default_star(held_out, dataset) in held_out
+
+
+def test_generate_grid_and_exports_round_trip(toy_run, tmp_path):
+    run, dataset = toy_run
+    specs = {s.name: s for s in logic.slider_specs(run.training_range)}
+    axes = {"teff": logic.grid_axis(specs["teff"], 4), "logg": logic.grid_axis(specs["logg"], 3)}
+    grid = logic.generate_grid(run, dataset, 7, axes)
+    assert grid.spectra.shape == (12, dataset.n_pixels)
+    assert set(np.unique(grid.labels["teff"])) == set(axes["teff"])
+    assert not np.any(grid.labels["extrapolation"])
+    assert grid.provenance["run"] == run.id
+
+    path = tmp_path / "grid.fits"
+    path.write_bytes(logic.fits_bytes(grid))
+    back = Dataset.load(path)
+    np.testing.assert_allclose(back.spectra, grid.spectra)
+    np.testing.assert_allclose(back.wavelength, dataset.wavelength)
+    with fits.open(path) as hdul:
+        assert hdul["WAVELENGTH"].header["BUNIT"] == "Angstrom"
+
+    from astrocore.data.readers import read_spectra
+
+    csv = tmp_path / "grid.csv"
+    csv.write_bytes(logic.csv_bytes(grid))
+    table = read_spectra(csv)
+    np.testing.assert_allclose(table.spectra, grid.spectra, atol=1e-5)
+    np.testing.assert_allclose(table.wavelength, dataset.wavelength)
+
+    view = logic.star_view(run, dataset, 7, {"teff": 4400.0, "logg": 2.0})
+    single = logic.single_spectrum_dataset(run, view, dataset)
+    assert single.spectra.shape == (1, dataset.n_pixels) and single.labels["teff"][0] == 4400.0
+    assert logic.export_name("run/1", "star 7", "fits") == "run_1-star_7.fits"
+
+
+def test_latent_ranges_and_pca(toy_run):
+    run, dataset = toy_run
+    low, high = logic.latent_ranges(run)
+    latent = run.arrays()["latent"]
+    assert np.all(low < latent.min(axis=0)) and np.all(high > latent.max(axis=0))
+    coordinates = logic.pca_coordinates(run, dataset, "z")
+    assert coordinates.shape == (len(dataset), 2)
+    assert "split" in logic.colour_options(dataset) and logic.colour_options(dataset)[0] == "teff"
+    assert len(logic.hover_texts(dataset)) == len(dataset)
+
+
+# ---------------------------------------------------------------------------- uploads
+def test_validate_upload_reasons():
+    with pytest.raises(logic.UploadError, match="not accepted"):
+        logic.validate_upload("notes.pdf", 10)
+    with pytest.raises(logic.UploadError, match="empty"):
+        logic.validate_upload("spectra.fits", 0)
+    with pytest.raises(logic.UploadError, match="limit is 1 MB"):
+        logic.validate_upload("spectra.fits", 3 * 1024 * 1024, max_mb=1)
+    assert logic.validate_upload("a.fits.gz", 10) == ".fits.gz"
+    assert logic.validate_upload("folder.zip", 10) == ".zip"
+
+
+def test_unreadable_uploads_give_messages_not_tracebacks():
+    with pytest.raises(logic.UploadError) as error:
+        logic.load_uploaded_spectra("broken.fits", b"this is not a FITS file at all" * 10)
+    assert "broken.fits" in str(error.value) and "FITS" in str(error.value)
+    with pytest.raises(logic.UploadError, match="zip"):
+        logic.load_uploaded_spectra("folder.zip", b"PK-not-really-a-zip")
+    with pytest.raises(logic.UploadError, match="GANDALF"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("readme.txt", "nothing here")
+        logic.load_uploaded_spectra("empty.zip", buffer.getvalue())
+    with pytest.raises(logic.UploadError, match="unsafe"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("../evil/X.npy", b"x")
+        logic.load_uploaded_spectra("evil.zip", buffer.getvalue())
+    with pytest.raises(logic.UploadError):
+        logic.load_uploaded_spectra("table.csv", b"a,b\n1,2\n")
+    with pytest.raises(logic.UploadError, match="no such file"):
+        logic.local_spectra_source("/nonexistent/spectra.fits")
+    with pytest.raises(logic.UploadError, match="Payne"):
+        logic.store_payne_upload("weights.npz", b"not an npz")
+
+
+@pytest.mark.parametrize("name", ["example_rvs_spectra.csv", "example_gandalf_rvs.zip",
+                                  "example_apogee_spectra.fits"])
+def test_example_files_load(name):
+    path = ASSETS / name
+    if not path.exists():
+        pytest.skip(f"{path} missing (run python assets/make_assets.py)")
+    dataset, source = logic.load_uploaded_spectra(name, path.read_bytes())
+    assert len(dataset) >= 4 and {"teff", "logg"} <= set(dataset.labels.colnames)
+    assert source["kind"] == "file"
+    summary = logic.dataset_summary(dataset)
+    assert summary["n_objects"] == len(dataset) and not summary["labels"].empty
+
+
+def test_wavelength_mismatch_is_a_readable_message(toy_run):
+    run, dataset = toy_run
+    assert logic.compatibility_error(dataset, run) is None
+    other = Dataset(dataset.spectra[:, :100], dataset.wavelength[:100], dataset.labels)
+    message = logic.compatibility_error(other, run)
+    assert message and "pixels" in message and "model expects" in message
+    no_labels = Dataset(dataset.spectra, dataset.wavelength, dataset.labels["id", "feh"])
+    assert "teff" in logic.compatibility_error(no_labels, run)
+
+
+# ---------------------------------------------------------------------------- training options
+def test_parse_lambdas_and_validation():
+    assert logic.parse_lambdas("0.05", ("teff", "logg")) == (0.05,)
+    assert logic.parse_lambdas("0.05, 0.02", ("teff", "logg")) == (0.05, 0.02)
+    with pytest.raises(ValueError, match="one per conditional"):
+        logic.parse_lambdas("1 2 3", ("teff", "logg"))
+    with pytest.raises(ValueError, match="numbers"):
+        logic.parse_lambdas("big", ("teff",))
+    config = logic.validate_training("at", ["teff"], "fast", (0.1,), 3, {"latent_dim": 5})
+    assert config.mode == "at" and config.epochs == 3 and config.latent_dim == 5
+    with pytest.raises(ValueError):
+        logic.validate_training("xyz", ["teff"], "fast", None, None)
+    text = logic.cli_command_text(["/usr/bin/python3", "-m", "astrocore", "train", "disentangle", "--set",
+                                   "lambdas=[0.1]"])
+    assert text.startswith("astrocore train disentangle") and "'lambdas=[0.1]'" in text
+
+
+def test_loss_curves_from_progress_rows():
+    rows = [
+        {"step": 10, "total": 40, "metrics": {"epoch": 0, "recon": 0.5, "adv_teff": 0.9, "adv_logg": 0.8}},
+        {"step": 20, "total": 40, "metrics": {"epoch": 0, "train_recon": 0.4, "val_recon": 0.45, "val_adv_teff": 0.95}},
+        {"step": 30, "total": 40, "metrics": {"epoch": 1, "recon": 0.3, "adv_teff": 0.97, "adv_logg": 0.9}},
+        {"step": 40, "total": 40, "metrics": {"epoch": 1, "train_recon": 0.3, "val_recon": 0.35}},
+    ]
+    curves, chance = logic.loss_curves(rows, {"mode": "mdat", "conditional": ["teff", "logg"],
+                                              "adversary": "regression"})
+    np.testing.assert_allclose(curves["train recon"][0], [0.5, 1.5])
+    np.testing.assert_allclose(curves["val recon"][1], [0.45, 0.35])
+    assert "adversary teff" in curves and "val adversary teff" in curves
+    assert chance == {"all": 1.0}
+    figure = plots.loss_figure(curves, chance)
+    assert figure.layout.xaxis.title.text == "Epoch"
+
+
+# ---------------------------------------------------------------------------- evaluation tables
+def test_r2_comparison_has_paper_numbers(tmp_path):
+    records = [_record(tmp_path, f"run-{mode}", mode=mode) for mode in ("noat", "at", "mdat")]
+    evaluation = {"r2": {"teff": 0.2, "logg": 0.1, "feh": 0.9, "afe": 0.7}, "twins_top10": 0.6,
+                  "X": {"r2": {"teff": 0.99, "logg": 0.98, "feh": 0.95, "afe": 0.8}, "twins_top10": 0.1}}
+    table = logic.r2_comparison([(r, evaluation) for r in records])
+    assert list(table.columns[:4]) == ["X", "noAT", "AT", "mdAT"]
+    assert "paper mdAT" in table.columns
+    assert table.loc["Teff [K] (conditioned)", "paper mdAT"] == pytest.approx(0.224)
+    assert table.loc["[Fe/H] [dex]", "mdAT"] == pytest.approx(0.9)
+    assert np.isnan(table.loc["[Fe/H] [dex]", "paper mdAT"])  # the paper's APOGEE grid has no [Fe/H] probe
+    assert logic.paper_key(records[0]) == ("apogee", ("teff", "logg"))
+    twins = logic.twins_table([(r, evaluation) for r in records])
+    assert twins.iloc[0]["representation"].startswith("X") and len(twins) == 4
+    figure = plots.r2_figure(table)
+    assert len(figure.data) >= 4
+    # Two runs of the same mode get their ids in the column names.
+    duplicate = logic.r2_comparison([(records[2], evaluation), (_record(tmp_path, "again", mode="mdat"), evaluation)])
+    assert "mdAT (again)" in duplicate.columns
+
+
+def test_runs_tables_and_listing(tmp_path, toy_run):
+    records = [_record(tmp_path, "a", latent_dim=4), _record(tmp_path, "b", latent_dim=8)]
+    diff = logic.config_diff(records)
+    assert list(diff.index) == ["latent_dim"]
+    assert len(logic.config_diff(records, only_differences=False)) > 1
+    table = logic.runs_table(records, {"a": {"r2": {"teff": 0.3}}})
+    assert list(table["id"]) == ["a", "b"] and table.loc[0, "R² teff (z)"] == 0.3
+    run, _ = toy_run
+    text = logic.runs_listing_text(run.path.parent)
+    assert "toy-mdat" in text
+    assert logic.zip_bytes(run.record)[:2] == b"PK"
+    curves = logic.compare_curves([run.record])
+    assert run.id in curves
+
+
+# ---------------------------------------------------------------------------- figures
+def test_spectrum_figure_axes_lines_and_residuals():
+    wavelength = 8460.0 + 0.1 * np.arange(2400)
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wavelength - 8542.1) / 0.8) ** 2)
+    figure = plots.spectrum_figure(wavelength, {"Original": flux, "Generated": flux * 0.99, "True spectrum": flux},
+                                   {"Generated − true": flux * 0.01}, xrange=(8525.0, 8562.0), title="t",
+                                   extrapolation=True, meta={"values": {"teff": 5000}})
+    assert figure.layout.xaxis2.title.text == "Wavelength [Å]"
+    assert figure.layout.yaxis.title.text == "Normalised flux"
+    labels = [a.text for a in figure.layout.annotations]
+    assert any("Ca II 8542" in text for text in labels) and any("P15" in text for text in labels)
+    assert "extrapolation" in figure.layout.title.text
+    assert figure.layout.meta["values"]["teff"] == 5000
+    assert [trace.name for trace in figure.data] == ["Original", "Generated", "True spectrum", "Generated − true"]
+    assert figure.layout.yaxis2.title.text == "Generated − true"
+    assert figure.data[0].y.dtype == np.float32
+
+
+def test_zoom_presets_and_gaps():
+    rvs = 8460.0 + 0.1 * np.arange(2400)
+    assert "Ca II 8542 + P15" in plots.zoom_presets(rvs) and plots.default_zoom(rvs) == "Full range"
+    index = np.concatenate([np.arange(322, 3242), np.arange(3648, 6048), np.arange(6412, 8306)])
+    apogee = 10 ** (4.179 + 6e-6 * index)
+    presets = plots.zoom_presets(apogee)
+    assert "Al I 16719-16763" in presets and plots.default_zoom(apogee) == "Mg I 15740-15766"
+    assert all(presets["Full range"][0] <= low < high <= presets["Full range"][1] for low, high in presets.values())
+    wl, (flux,) = plots._gapped(apogee, np.ones_like(apogee))
+    assert np.isnan(flux).sum() == 2  # the two chip gaps
+    mg = [line for line in plots.lines_for(apogee) if line.label.startswith("Mg I 15749")][0]
+    assert 15752 < mg.wavelength < 15754  # drawn at its vacuum wavelength
+    assert plots.lines_for(np.linspace(4000, 5000, 100)) == []
+
+
+def test_embedding_figure_carries_indices():
+    coordinates = np.random.default_rng(0).normal(size=(50, 2))
+    figure = plots.embedding_figure(coordinates, np.linspace(3500, 6000, 50), "teff", "umap", selected=3,
+                                    hover=[str(i) for i in range(50)])
+    assert list(figure.data[0].customdata) == list(range(50))
+    assert figure.layout.xaxis.title.text == "UMAP 1"
+    categorical = plots.embedding_figure(coordinates, np.array(["train", "held out"] * 25), "split", "pca",
+                                         categorical=True)
+    assert {trace.name for trace in categorical.data} == {"train", "held out"}
+
+
+def test_spectrum_figure_crops_zoomed_views():
+    index = np.concatenate([np.arange(322, 3242), np.arange(3648, 6048), np.arange(6412, 8306)])
+    wavelength = 10 ** (4.179 + 6e-6 * index)
+    flux = np.ones_like(wavelength)
+    full = plots.spectrum_figure(wavelength, {"Generated": flux})
+    zoomed = plots.spectrum_figure(wavelength, {"Generated": flux}, xrange=(15736.0, 15780.0))
+    assert len(full.data[0].x) > 7000
+    assert 200 < len(zoomed.data[0].x) < 1000
+    assert np.nanmin(zoomed.data[0].x) < 15736.0 - 20 and np.nanmax(zoomed.data[0].x) > 15790.0  # blue chip ends at 15793
+
+
+def test_formatted_tables_show_a_dash_for_missing_values():
+    import pandas as pd
+
+    table = pd.DataFrame({"a": [0.12345, np.nan], "b": [None, 2.0]}, index=["x", "y"])
+    shown = logic.formatted(table)
+    assert shown.loc["x", "a"] == "0.123" and shown.loc["y", "a"] == "–" and shown.loc["x", "b"] == "–"
