@@ -17,7 +17,7 @@ from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 # Inputs wider than this (raw spectra) go through PCA first, so the probe converges in seconds.
@@ -37,8 +37,14 @@ class GlobalScaler(TransformerMixin, BaseEstimator):
         return np.asarray(values, dtype=np.float64) / self.scale_
 
 
+def _clip_standardised(values):
+    # A saturated sigmoid unit has a training spread near zero; standardised, its test values
+    # would be astronomically large. Clipping at 10 sigma keeps the probe finite and fair.
+    return np.clip(values, -10.0, 10.0)
+
+
 def _probe_model(kind: str, n_features: int, n_samples: int, seed: int):
-    steps = [StandardScaler()]
+    steps = [StandardScaler(), FunctionTransformer(_clip_standardised)]
     if n_features > MAX_PROBE_DIMS:
         # One scale for all components keeps their relative variance: standardising each PCA
         # component would blow numerical-noise components up to the size of real signal.

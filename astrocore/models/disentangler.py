@@ -127,7 +127,8 @@ class DisentanglerConfig:
         presets = {
             "fast": dict(
                 latent_dim=6, latent_activation="batchnorm", scaling="standard",
-                adversary="regression", objective="bounded", lambdas=(0.05,),
+                adversary="regression", objective="bounded", lambdas=(0.1,),
+                adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
                 lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, epochs=10,
                 batch_size=128, test_fraction=0.3,
             ),
