@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from .runs import RunRecord, new_run_id, read_progress, runs_dir
+from .runs import RunRecord, new_run_id, read_json, read_progress, runs_dir
 from .training import atomic_write_text
 
 #: Seconds between writing CANCEL and terminating a training process that has not stopped.
@@ -57,13 +57,7 @@ def job_file(run_folder, name: str) -> Path:
 
 
 def read_job(run_folder, name: str) -> dict | None:
-    path = job_file(run_folder, name)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return None
+    return read_json(job_file(run_folder, name))
 
 
 def _write_job(run_folder, name: str, record: dict) -> None:
@@ -406,13 +400,7 @@ def start_embedding(run_folder, representation: str = "z", method: str = "umap")
 
 
 def read_evaluation(run_folder) -> dict | None:
-    path = evaluation_path(run_folder)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
-        return None
+    return read_json(evaluation_path(run_folder))
 
 
 def _evaluate(run_folder: Path, max_objects: int) -> dict:

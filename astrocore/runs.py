@@ -125,14 +125,19 @@ def write_progress(folder: Path, step: int, total: int, metrics: dict) -> None:
         stream.write(json.dumps(record, default=_json_default) + "\n")
 
 
-def read_progress(folder: Path) -> dict | None:
-    path = Path(folder) / "progress.json"
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it is missing or unreadable (e.g. being replaced)."""
+    path = Path(path)
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, OSError):
         return None
+
+
+def read_progress(folder: Path) -> dict | None:
+    return read_json(Path(folder) / "progress.json")
 
 
 def read_history(folder: Path) -> list[dict]:
