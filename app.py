@@ -13,6 +13,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 spectra_page = st.Page("pages/spectra.py", title="Spectra", icon=":material/stacked_line_chart:",
                        url_path="spectra")
 runs_page = st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs")
+explore_page = st.Page("pages/explore.py", title="Embedding explorer", icon=":material/scatter_plot:",
+                       url_path="explore")
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,6 +34,9 @@ def home() -> None:
          "Disentangle stellar spectra from Teff and log g (GANDALF-style adversarial autoencoders). "
          "Pick a star, **slide Teff and log g through the decoder** and compare with the true spectrum; "
          "train noAT / AT / mdAT models and compare their R² with the paper."),
+        ("tool_explore.png", "Embedding explorer", explore_page,
+         "UMAP / t-SNE / PCA of any run's latent z or input spectra, coloured by any label. **Lasso a group** to "
+         "compare its spectra and labels with the rest, find nearest neighbours, tag and export (CSV, FITS, VOTable)."),
         ("tool_runs.png", "Runs", runs_page,
          "Every trained model with its data, configuration and metrics. Compare runs side by side, "
          "download a run as a zip, delete what you no longer need."),
@@ -52,8 +57,6 @@ def home() -> None:
          "HII regions, planetary nebulae and supernova remnants across the model-to-observation gap."),
         ("tool_images.png", "Self-supervised images",
          "Pre-training on unlabelled cutouts, then classification from a hundred labels."),
-        ("tool_explore.png", "Embedding explorer",
-         "UMAP / t-SNE / PCA of any run, lasso selections, neighbours and export."),
     ]
     columns = st.columns(len(coming))
     for column, (image, title, text) in zip(columns, coming):
@@ -69,7 +72,7 @@ def home() -> None:
 
 st.session_state["astrocore_app"] = True  # the pages use it to notice a direct URL visit (see pages/*.py)
 home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
-navigation = st.navigation([home_page, spectra_page, runs_page])
+navigation = st.navigation([home_page, spectra_page, explore_page, runs_page])
 
 with st.sidebar:
     folder = runs_dir()

@@ -5,13 +5,14 @@
                                 [--preset fast|paper|paper-fast] [--epochs N] [--set key=value ...] --out runs/
     astrocore evaluate RUN [--json]
     astrocore runs list [--dir runs/]
-    astrocore embed RUN --representation z --method umap|tsne|pca [--seed S] --out PATH
+    astrocore embed RUN --representation z --method umap|tsne|pca [--seed S] [--param k=v] --out PATH
     astrocore bench disentangle [--preset fast] --json PATH
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -139,8 +140,22 @@ def cmd_embed(args) -> int:
         values = dataset_from_source(run.record.data).spectra
     else:
         raise SystemExit("--representation must be z or X")
-    coordinates, info = project(values, args.method, key=f"{run.id}/{args.representation}", seed=args.seed)
-    np.savez(args.out, coordinates=coordinates, info=np.array(json.dumps(info)))
+    from .explore import ExploreError, cache_key, check_projectable, projection_params
+
+    try:
+        params = projection_params(args.method, _overrides(args.param))
+        check_projectable(len(values), args.method, params)
+    except ExploreError as error:
+        raise SystemExit(f"error: {error}") from None
+    # The same cache key as the Embedding explorer page, so either one reuses the other's work.
+    coordinates, info = project(values, args.method, key=cache_key(run.id, args.representation), seed=args.seed,
+                                **params)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.part")
+    with open(partial, "wb") as stream:  # written whole, then renamed: a reader never sees half a file
+        np.savez(stream, coordinates=coordinates, info=np.array(json.dumps(info)))
+    os.replace(partial, out)
     print(f"wrote {coordinates.shape[0]} x 2 {args.method} coordinates to {args.out}")
     return 0
 
@@ -206,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--representation", default="z", choices=["z", "X"])
     embed.add_argument("--method", default="umap", choices=["pca", "umap", "tsne"])
     embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--param", action="append", metavar="NAME=VALUE",
+                       help="method parameter, e.g. n_neighbors=15, min_dist=0.1 (umap) or perplexity=30 (tsne)")
     embed.add_argument("--out", required=True)
     embed.set_defaults(handler=cmd_embed)
 

@@ -1,0 +1,342 @@
+"""Embedding explorer: UMAP / t-SNE / PCA of any run, colours, lasso selections with linked views,
+nearest neighbours, tags and export.
+
+UI only: the logic (projections, selections, neighbours, tags, export, figures) lives in
+astrocore.explore, background work in astrocore.jobs.
+"""
+import json
+
+import numpy as np
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from astrocore import app_logic as logic
+from astrocore import explore, plots
+from astrocore.data.dataset import DataError
+
+if not st.session_state.get("astrocore_app"):
+    # Opened by URL before app.py ever ran in this server (Streamlit's pages/-folder mode): run the app
+    # entry point, which sets up the navigation and then renders this page.
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"), run_name="__main__")
+    st.stop()
+
+CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["autoScale2d"],
+                "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+# ============================================================================ cached resources
+@st.cache_resource(max_entries=4, show_spinner="Loading the model …")
+def get_run(path: str, stamp: float):
+    return logic.load_run(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the run's data (cached on disk after the first time) …")
+def get_data(path: str, stamp: float):
+    return explore.load_explore_data(get_run(path, stamp))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def get_hover(path: str, stamp: float):
+    return explore.hover_texts(get_data(path, stamp))
+
+
+@st.cache_data(max_entries=16, show_spinner="Projecting with PCA …")
+def get_pca(path: str, stamp: float, representation: str):
+    return explore.compute_projection(get_data(path, stamp), representation, "pca")
+
+
+def rerun_fragment() -> None:
+    """Rerun only the fragment when called during a fragment rerun, else the whole page."""
+    try:
+        st.rerun(scope="fragment")
+    except StreamlitAPIException:
+        st.rerun()
+
+
+# ============================================================================ page
+st.title("Embedding explorer")
+st.caption("Project a run's latent z or its input spectra X to 2-d, colour by any label, lasso a group of stars "
+           "and compare their spectra and labels with the rest, find nearest neighbours, tag and export.")
+
+records = logic.finished_runs()
+if not records:
+    st.info("No finished runs yet. The **Spectra** page trains a default model on its first visit; "
+            "`astrocore train disentangle ...` adds runs from the command line.", icon=":material/info:")
+    st.stop()
+by_id = {r.id: r for r in records}
+if st.session_state.get("explore_run") not in by_id:
+    st.session_state.explore_run = logic.choose_default_run(records).id
+
+top = st.columns([3, 2, 3])
+run_id = top[0].selectbox("Run", list(by_id), key="explore_run", format_func=lambda rid: logic.run_label(by_id[rid]))
+representation = top[1].radio("Representation", list(explore.REPRESENTATIONS), key="explore_rep", horizontal=True,
+                              format_func=explore.REPRESENTATIONS.get)
+method = top[2].radio("Projection", list(explore.METHODS), key="explore_method", horizontal=True,
+                      format_func=explore.METHODS.get,
+                      help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "
+                           "the run folder per (representation, method, parameters).")
+record = by_id[run_id]
+stamp = logic.run_stamp(record)
+try:
+    run = get_run(str(record.path), stamp)
+    data = get_data(str(record.path), stamp)
+except (DataError, explore.ExploreError, OSError, ValueError, RuntimeError, KeyError) as error:
+    st.error(f"The run {record.id} could not be opened for exploring: {error}", icon=":material/error:")
+    st.stop()
+
+params = {}
+if method != "pca":
+    columns = st.columns(4)
+    if method == "umap":
+        params["n_neighbors"] = columns[0].number_input("Neighbours", 2, 200, 15, key="explore_umap_nn",
+                                                        help="UMAP's n_neighbors: larger keeps more global structure.")
+        params["min_dist"] = columns[1].number_input("Minimum distance", 0.0, 1.0, 0.1, step=0.05,
+                                                     key="explore_umap_md", help="UMAP's min_dist.")
+    else:
+        params["perplexity"] = columns[0].number_input("Perplexity", 2.0, 500.0, min(30.0, max(2.0, len(data) / 4)),
+                                                       step=5.0, key="explore_tsne_perplexity",
+                                                       help="openTSNE's perplexity (about the neighbourhood size).")
+    seed = columns[2].number_input("Seed", 0, 10**6, 0, key="explore_seed")
+else:
+    seed = 0
+
+# ---------------------------------------------------------------------------- the projection
+coordinates = None
+try:
+    if method == "pca":
+        coordinates = get_pca(str(record.path), stamp, representation)
+    else:
+        params = explore.projection_params(method, params)
+        explore.check_projectable(len(data), method, params)
+        coordinates = explore.read_projection(record.path, representation, method, params, seed)
+except explore.ExploreError as error:
+    st.error(str(error), icon=":material/error:")
+    st.stop()
+
+if coordinates is None:
+    status = explore.projection_status(record.path, representation, method, params, seed)
+    expected = explore.expected_seconds(len(data), method)
+    if status["state"] in ("starting", "running"):
+        @st.fragment(run_every=1.0)
+        def wait_for_projection():
+            current = explore.projection_status(record.path, representation, method, params, seed)
+            if current["state"] not in ("starting", "running"):
+                st.rerun()
+            fraction = min(0.95, current["elapsed"] / max(expected, 1.0))
+            st.progress(fraction, text=f"Computing {explore.METHODS[method]} of {len(data):,} "
+                                       f"{explore.REPRESENTATIONS[representation]} vectors in the background … "
+                                       f"{current['elapsed']:.0f} s (about {expected:.0f} s expected). "
+                                       "You can leave the page; the result is kept in the run folder.")
+        wait_for_projection()
+    else:
+        if status["state"] == "failed":
+            st.error(f"The projection failed: {status['message'] or 'see the log below'}", icon=":material/error:")
+            if status.get("log"):
+                with st.expander("Last lines of the log"):
+                    st.code(status["log"], language=None)
+        st.info(f"{explore.METHODS[method]} of {explore.REPRESENTATIONS[representation]} with "
+                f"{', '.join(f'{k} = {v:g}' for k, v in params.items())} (seed {seed}) is not computed yet "
+                f"(about {expected:.0f} s for {len(data):,} objects on this machine).", icon=":material/hub:")
+        if st.button(f"Compute {explore.METHODS[method]} in the background", type="primary", icon=":material/hub:",
+                     key="explore_compute"):
+            try:
+                explore.start_projection(record.path, representation, method, params, seed)
+            except Exception as error:
+                st.error(f"Could not start the projection: {error}")
+            else:
+                st.rerun()
+        with st.expander("The same on the command line"):
+            st.code(logic.cli_command_text(explore.embed_command(record.path, representation, method, params,
+                                                                 seed)), language="bash")
+    st.stop()
+
+# ---------------------------------------------------------------------------- selection state
+selection_owner = f"{record.id}/{stamp}"
+if st.session_state.get("explore_rows_owner") != selection_owner:
+    if st.session_state.get("explore_rows_owner") is not None:  # another run: its rows mean nothing here
+        st.session_state.explore_rows = []
+        st.session_state.explore_pick = None
+        st.session_state.explore_skip_event = True  # the chart may still hold the other run's selection
+    st.session_state.explore_rows_owner = selection_owner
+
+options = st.columns([2, 3, 2])
+colour = options[0].selectbox("Colour by", explore.colour_options(data), key="explore_colour",
+                              format_func=lambda name: explore.COLUMN_TITLES.get(name, name))
+mode = options[1].segmented_control("Next lasso / box", list(explore.COMBINE), key="explore_combine",
+                                    default="replace", format_func=explore.COMBINE.get,
+                                    help="How the next lasso or box combines with the current selection: New "
+                                         "replaces it, Union adds to it, Intersection keeps the common objects, "
+                                         "Remove takes the new ones away.") or "replace"
+shown = explore.display_subset(len(data), seed=0)
+if len(shown) < len(data):
+    st.caption(f"Showing a random subsample of {len(shown):,} of {len(data):,} objects for speed; lasso, box and "
+               "neighbour searches use all of them.")
+
+
+@st.fragment
+def explorer() -> None:
+    rows = np.asarray(st.session_state.get("explore_rows") or [], int)
+    pick = st.session_state.get("explore_pick")
+    title = f"{explore.METHODS[method].split(' ')[0]} of {explore.REPRESENTATIONS[representation]} · {record.id}"
+    figure = explore.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
+                                      hover=get_hover(str(record.path), stamp), shown=shown, selected=rows,
+                                      marked=pick, title=title)
+    event = st.plotly_chart(figure, key="explore_chart", on_select="rerun",
+                            selection_mode=("lasso", "box", "points"), config=CHART_CONFIG, theme=None)
+    signature = json.dumps((event or {}).get("selection") or {}, sort_keys=True, default=str)
+    if st.session_state.pop("explore_skip_event", False):
+        st.session_state.explore_event = signature
+    if signature != st.session_state.get("explore_event"):
+        st.session_state.explore_event = signature
+        selection = (event or {}).get("selection") or {}
+        new = explore.selection_indices(event, coordinates)
+        if new is not None:
+            if not (selection.get("lasso") or selection.get("box")) and len(new) == 1:
+                st.session_state.explore_pick = int(new[0])  # a click picks one object
+            else:
+                st.session_state.explore_rows = explore.combine(rows, new, mode).tolist()
+            rerun_fragment()
+    st.caption("Drag to lasso (the toolbar also has a box tool). To pick one object for its neighbours and the "
+               "decoder, choose **Pan** in the toolbar and click it, or type its id below. The current selection "
+               "stays until you clear it or start a new one.")
+    selection_views(rows)
+    neighbours_view()
+
+
+def selection_views(rows: np.ndarray) -> None:
+    header = st.columns([4, 1])
+    header[0].markdown(f"#### Selection · {explore.selection_summary(data, rows)}")
+    if header[1].button("Clear selection", key="explore_clear", icon=":material/deselect:", disabled=not len(rows)):
+        st.session_state.explore_rows = []
+        rerun_fragment()
+    if not len(rows):
+        st.caption("Nothing selected yet: lasso a group of points above.")
+        tags_view(rows)
+        return
+    if data.spectra is not None:
+        st.plotly_chart(explore.selection_spectra_figure(data.wavelength, data.spectra, rows),
+                        key="explore_spectra", config=plots.PLOTLY_CONFIG, theme=None)
+    else:
+        st.caption("The spectra of this run cannot be rebuilt, so only labels are compared.")
+    try:
+        st.plotly_chart(explore.label_histograms_figure(data, rows), key="explore_hist",
+                        config=plots.PLOTLY_CONFIG, theme=None)
+    except explore.ExploreError as error:
+        st.caption(str(error))
+    with st.expander(f"The {len(rows):,} selected objects"):
+        st.dataframe(data.table.iloc[rows], hide_index=True, width="stretch")
+    tags_view(rows)
+
+
+def tags_view(rows: np.ndarray) -> None:
+    tags = explore.load_tags(record.path)
+    with st.container(border=True):
+        st.markdown("**Tag and export**")
+        columns = st.columns([3, 1, 3], vertical_alignment="bottom")
+        name = columns[0].text_input("Name this selection", key="explore_tag_name", placeholder="e.g. metal-poor giants")
+        if columns[1].button("Save tag", key="explore_tag_save", icon=":material/sell:", disabled=not len(rows),
+                             width="stretch"):
+            try:
+                explore.save_tag(record.path, name, data, rows)
+                st.toast(f"Saved the tag '{name.strip()}' ({len(rows)} objects) in {record.id}/tags.json")
+                tags = explore.load_tags(record.path)
+            except (explore.ExploreError, OSError) as error:
+                st.error(str(error), icon=":material/error:")
+        if tags:
+            chosen = columns[2].selectbox("Saved tags", list(tags), key="explore_tag_pick",
+                                          format_func=lambda t: f"{t} ({len(tags[t]['ids'])} objects)")
+            buttons = st.columns(4)
+            if buttons[0].button("Select this tag", key="explore_tag_load", icon=":material/select:"):
+                st.session_state.explore_rows = explore.combine(rows, explore.tag_rows(data, tags[chosen]),
+                                                                mode).tolist()
+                rerun_fragment()
+            if buttons[1].button("Delete this tag", key="explore_tag_delete", icon=":material/delete:"):
+                explore.delete_tag(record.path, chosen)
+                rerun_fragment()
+        if len(rows):
+            table = lambda: explore.selection_table(data, rows, coordinates, method, representation)
+            stem = (name.strip() or "selection").replace(" ", "_").replace("/", "_")
+            downloads = st.columns(3)
+            for column, fmt in zip(downloads, explore.EXPORT_FORMATS):
+                mime, extension = explore.EXPORT_FORMATS[fmt]
+                column.download_button(f"{len(rows)} objects · {fmt.upper() if fmt != 'votable' else 'VOTable'}",
+                                       data=lambda fmt=fmt: explore.export_bytes(table(), fmt),
+                                       file_name=f"{record.id}-{stem}.{extension}", mime=mime, on_click="ignore",
+                                       icon=":material/download:", width="stretch", key=f"explore_export_{fmt}")
+            st.caption("Each row: id, labels, split, reconstruction error, the two projection coordinates and the "
+                       f"latent vector z_0 … z_{data.latent.shape[1] - 1}.")
+
+
+def neighbours_view() -> None:
+    st.markdown("#### Nearest neighbours")
+    columns = st.columns([3, 1, 1], vertical_alignment="bottom")
+    typed = columns[0].text_input("Object id (or click a point)", key="explore_nn_id",
+                                  placeholder=f"e.g. {data.ids[0]}")
+    k = columns[1].number_input("k", 1, 50, 5, key="explore_nn_k")
+    if columns[2].button("Find", key="explore_nn_find", icon=":material/search:", width="stretch"):
+        try:
+            st.session_state.explore_pick = explore.find_object(data, typed)
+        except explore.ExploreError as error:
+            st.error(str(error), icon=":material/error:")
+    pick = st.session_state.get("explore_pick")
+    if pick is None:
+        st.caption("Click a point in the chart or type an id to see its nearest neighbours.")
+        return
+    pick = int(pick)
+    try:
+        values = explore.representation_values(data, representation)
+        found, distances = explore.nearest_neighbours(values, pick, int(k))
+    except explore.ExploreError as error:
+        st.error(str(error), icon=":material/error:")
+        return
+    described = str(get_hover(str(record.path), stamp)[pick]).replace(f"id {data.ids[pick]} · ", "")
+    st.markdown(f"**{data.ids[pick]}** · {described} — its {len(found)} nearest neighbours in "
+                f"{explore.REPRESENTATIONS[representation]} (Euclidean distance)")
+    left, right = st.columns([2, 3])
+    left.dataframe(explore.neighbours_table(data, found, distances), hide_index=True, width="stretch",
+                   column_config={"distance": st.column_config.NumberColumn(format="%.4g")})
+    if data.spectra is not None:
+        names = [str(data.ids[pick])] + [f"{data.ids[r]} (d = {d:.3g})" for r, d in zip(found, distances)]
+        right.plotly_chart(explore.neighbours_figure(data.wavelength, data.spectra, pick, found, names),
+                           key="explore_nn_chart", config=plots.PLOTLY_CONFIG, theme=None)
+    if getattr(run, "method", "") == "disentangle" and data.spectra is not None:
+        decoder_view(pick)
+
+
+def decoder_view(pick: int) -> None:
+    """The decoder beside the picked star: what would it look like at another Teff / log g?"""
+    st.markdown(f"#### {data.ids[pick]} through the decoder")
+    specs = logic.slider_specs(run.training_range)
+    own = explore.decoder_values(run, data, pick)
+    if st.session_state.get("explore_dec_star") != pick:
+        st.session_state.explore_dec_star = pick
+        for spec in specs:
+            st.session_state[f"explore_cp_{spec.name}"] = logic.snap(own[spec.name], spec)
+    controls, chart = st.columns([1, 3])
+    values = {}
+    for spec in specs:
+        values[spec.name] = controls.slider(spec.title, spec.low, spec.high, step=spec.step,
+                                            key=f"explore_cp_{spec.name}", format=spec.format,
+                                            help=f"Training range {spec.train_low:g} – {spec.train_high:g}; this "
+                                                 f"star: {own[spec.name]:g}.")
+    try:
+        original, generated, extrapolated = explore.generated_at(run, data, pick, values)
+    except (explore.ExploreError, DataError) as error:
+        st.error(str(error))
+        return
+    message = logic.extrapolation_message(values, run.training_range)
+    with chart:
+        if message:
+            st.warning(f"**Extrapolation** — {message}.", icon=":material/warning:")
+        target = ", ".join(f"{explore.COLUMN_TITLES.get(k, k).split(' [')[0]} {v:g}" for k, v in values.items())
+        figure = plots.spectrum_figure(data.wavelength, {"Original": original, "Generated": generated},
+                                       {"Gen. − orig.": generated - original}, title=f"{data.ids[pick]} at {target}",
+                                       extrapolation=extrapolated, meta={"values": values, "star": pick},
+                                       uirevision="explore-decoder", height=420)
+        st.plotly_chart(figure, key="explore_decoder_chart", config=plots.PLOTLY_CONFIG, theme=None)
+
+
+explorer()

@@ -1,0 +1,211 @@
+"""The Embedding explorer in a real browser (Debian's Chromium through selenium).
+
+Starts ``streamlit run app.py`` on a runs folder holding one tiny disentangling run (toy grid, one
+epoch), opens /explore, draws a lasso with the mouse (selenium ActionChains) on the plotly chart and
+checks that the linked views (median spectra with a 16-84 % band, label histograms) appear. The
+lasso-to-linked-view time (from the mouse release to the first animation frame after the linked
+spectra chart shows the new selection) is printed and written to tests/screenshots/explore_latency.json;
+it is not asserted on. Screenshots go to tests/screenshots/.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import toy_spectra
+from test_browser import (
+    ROOT,
+    SHOTS,
+    _free_port,
+    _require_browser,
+    _screenshot,
+    _wait,
+    browser,
+)
+
+pytestmark = pytest.mark.browser
+
+EXPLORER_CHART = """
+const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+const gd = plots.find(p => p.layout && p.layout.meta && p.layout.meta.explorer);
+if (!gd) { return null; }
+const drag = gd.querySelector('.nsewdrag');
+if (!drag) { return null; }
+const r = drag.getBoundingClientRect();
+return {left: r.left, top: r.top, width: r.width, height: r.height, n: gd.layout.meta.n};
+"""
+
+WAIT_FOR_LINKED = """
+const done = arguments[arguments.length - 1];
+const started = performance.now();
+function check() {
+  const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+  const gd = plots.find(p => p.layout && p.layout.meta && p.layout.meta.linked === 'spectra');
+  if (gd && window.__mouseup !== null && gd.layout.meta.n_selected > 0) {
+    requestAnimationFrame(() => done({ms: performance.now() - window.__mouseup, n: gd.layout.meta.n_selected}));
+  } else if (performance.now() - started > 30000) {
+    done(null);
+  } else {
+    setTimeout(check, 2);
+  }
+}
+check();
+"""
+
+
+# Screen position of one point of the explorer chart (the first point of the first trace).
+POINT_POSITION = """
+const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+const gd = plots.find(p => p.layout && p.layout.meta && p.layout.meta.explorer);
+if (!gd || !gd._fullData || !gd._fullData.length) { return null; }
+const trace = gd._fullData[0];
+const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+const r = gd.getBoundingClientRect();
+const i = Math.floor(trace.x.length / 2);
+return {x: r.left + xa._offset + xa.l2p(trace.x[i]), y: r.top + ya._offset + ya.l2p(trace.y[i])};
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _require_browser()
+    from astrocore.models.disentangler import DisentanglerConfig, fit
+
+    home = tmp_path_factory.mktemp("browser-explore")
+    dataset = toy_spectra(n_fingerprints=20)
+    path = dataset.save(home / "toy.fits")
+    fit(dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=4), runs_root=home / "runs",
+        data_source={"kind": "file", "path": str(path)})
+    port = _free_port()
+    env = {**os.environ, "ASTROCORE_RUNS": str(home / "runs"), "ASTROCORE_CACHE": str(home / "cache")}
+    log = open(home / "streamlit.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(process.pid, signal.SIGTERM)
+        pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
+    yield url
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def _body(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def _lasso(driver, box: dict, fraction: float = 0.3) -> None:
+    """Press, draw a closed polygon around the plot centre, release (real pointer events)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    cx, cy = box["left"] + box["width"] / 2, box["top"] + box["height"] / 2
+    dx, dy = box["width"] * fraction, box["height"] * fraction
+    corners = [(-dx, -dy), (dx, -dy), (dx, dy), (-dx, dy), (-dx, -dy + 4)]
+    actions = ActionChains(driver, duration=20)
+    body = driver.find_element("tag name", "body")
+    # Offsets relative to the top-left of <body> (the page is not scrolled).
+    origin = body.rect
+    to = lambda x, y: (int(x - origin["x"] - origin["width"] / 2), int(y - origin["y"] - origin["height"] / 2))
+    actions.move_to_element_with_offset(body, *to(cx - dx, cy - dy)).click_and_hold()
+    for (ax, ay), (bx, by) in zip(corners[:-1], corners[1:]):
+        for step in range(1, 7):
+            t = step / 6
+            actions.move_to_element_with_offset(body, *to(cx + ax + (bx - ax) * t, cy + ay + (by - ay) * t))
+    actions.release().perform()
+
+
+def test_lasso_shows_linked_views(server, browser, capsys):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server + "/explore")
+    box = _wait(lambda: browser.execute_script(EXPLORER_CHART), 120, poll=0.3)
+    assert box, f"the explorer chart did not appear: {_body(browser)[-1500:]}"
+    assert "Nothing selected" in _body(browser)
+    time.sleep(1.0)
+    _screenshot(browser, "10_explore.png")
+    box = browser.execute_script("window.scrollTo(0, 0);" + EXPLORER_CHART)
+    browser.execute_script("window.__mouseup = null;"
+                           "document.addEventListener('mouseup', () => { window.__mouseup = performance.now(); }, true);")
+    _lasso(browser, box)
+    result = browser.execute_async_script(WAIT_FOR_LINKED)
+    assert result, f"no linked view after the lasso: {_body(browser)[-1500:]}"
+    assert 0 < result["n"] < box["n"]
+    assert _wait(lambda: f"{result['n']} of {box['n']} objects selected" in _body(browser), 20)
+    histograms = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.js-plotly-plot')).some("
+        "p => p.layout && p.layout.meta && p.layout.meta.linked === 'histograms');")
+    assert histograms
+    load = os.getloadavg()[0]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "explore_latency.json").write_text(json.dumps(
+        {"lasso_to_linked_view_ms": round(result["ms"], 1), "selected": result["n"], "objects": box["n"],
+         "load_average_1min": load}, indent=2))
+    with capsys.disabled():
+        print(f"\nlasso-to-linked-view: {result['ms']:.0f} ms ({result['n']} of {box['n']} objects selected; "
+              f"load average {load:.1f})")
+    time.sleep(1.0)
+    _screenshot(browser, "11_explore_lasso.png")
+
+    # A click on one point picks it: its nearest neighbours and the decoder sliders appear. Streamlit only
+    # reports clicks outside the lasso / box modes, so switch the chart to Pan first (as a user would).
+    browser.execute_script("window.scrollTo(0, 0);")
+    browser.execute_script(
+        "const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
+        "p => p.layout && p.layout.meta && p.layout.meta.explorer);"
+        "const pan = Array.from(document.querySelectorAll('.modebar-btn')).find("
+        "b => b.getAttribute('data-val') === 'pan' && gd.contains(b)) || "
+        "Array.from(document.querySelectorAll('[data-title]')).find(b => b.getAttribute('data-title') === 'Pan');"
+        "if (!pan) { throw new Error(Array.from(document.querySelectorAll('.modebar-btn, [data-title]')).map("
+        "b => b.outerHTML.slice(0, 120)).join(' | ')); }"
+        "pan.click();")
+    assert _wait(lambda: browser.execute_script(
+        "const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
+        "p => p.layout && p.layout.meta && p.layout.meta.explorer);"
+        "return gd._fullLayout.clickmode.indexOf('select') > -1;"), 10, poll=0.2), "no click selection in Pan mode"
+    point = browser.execute_script(POINT_POSITION)
+    assert point, "could not locate a point of the chart"
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    body = browser.find_element(By.TAG_NAME, "body")
+    origin = body.rect
+    ActionChains(browser).move_to_element_with_offset(
+        body, int(point["x"] - origin["x"] - origin["width"] / 2), int(point["y"] - origin["y"] - origin["height"] / 2)
+    ).click().perform()
+    picked = _wait(lambda: "nearest neighbours in latent z" in _body(browser), 30, poll=0.3)
+    if not picked:
+        print("DEBUG", point, browser.execute_script(
+            "const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find(p => p.layout && p.layout.meta && p.layout.meta.explorer);"
+            "return {clickmode: gd._fullLayout.clickmode, dragmode: gd._fullLayout.dragmode, sel: gd.data.map(t => t.selectedpoints)};"))
+        _screenshot(browser, "debug_click.png")
+    assert picked, f"clicking a point did not pick it: {_body(browser)[-800:]}"
+    assert _wait(lambda: "through the decoder" in _body(browser), 30, poll=0.3)
+    time.sleep(1.5)
+    _screenshot(browser, "12_explore_neighbours_decoder.png")
+    assert "Traceback" not in _body(browser)
+
+    # The home page links to the explorer.
+    browser.get(server + "/")
+    assert _wait(lambda: "Open Embedding explorer" in _body(browser), 60)
+    time.sleep(1.0)
+    _screenshot(browser, "13_home_with_explorer.png")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')

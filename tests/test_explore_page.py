@@ -1,0 +1,189 @@
+"""The Embedding explorer page under AppTest, on a tiny disentangling run (toy grid, one epoch).
+
+A lasso cannot be drawn without a browser (tests/test_browser_explore.py does that); here the
+selection is driven through session state (``explore_rows``), which is where the page keeps it.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import toy_spectra
+from streamlit.testing.v1 import AppTest
+
+from astrocore import explore, jobs
+from astrocore.models.disentangler import DisentanglerConfig, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("explore-app")
+
+
+@pytest.fixture(autouse=True)
+def app_env(app_home, monkeypatch):
+    monkeypatch.setenv("ASTROCORE_RUNS", str(app_home / "runs"))
+    monkeypatch.setenv("ASTROCORE_CACHE", str(app_home / "cache"))
+    return app_home
+
+
+@pytest.fixture(scope="module")
+def tiny_run(app_home):
+    dataset = toy_spectra(n_fingerprints=6)
+    path = dataset.save(app_home / "toy.fits")
+    return fit(dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=3), runs_root=app_home / "runs",
+               data_source={"kind": "file", "path": str(path)})
+
+
+def open_explorer(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/explore.py")
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def specs(at: AppTest) -> list[dict]:
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+
+
+def metas(at: AppTest) -> list[dict]:
+    return [spec["layout"].get("meta") or {} for spec in specs(at)]
+
+
+def texts(elements) -> str:
+    return " ".join(str(element.value) for element in elements)
+
+
+def test_without_runs_the_page_explains(app_home):
+    at = open_explorer()
+    assert "No finished runs" in texts(at.info)
+
+
+def test_home_links_to_the_explorer():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert "Embedding explorer" in texts(at.subheader)
+    assert any("explore" in str(link.proto.page) for link in at.get("page_link"))
+
+
+def test_pca_of_z_coloured_by_teff(tiny_run):
+    at = open_explorer()
+    chart = next(spec for spec in specs(at) if (spec["layout"].get("meta") or {}).get("explorer"))
+    assert chart["layout"]["xaxis"]["title"]["text"] == "PC 1"
+    assert chart["layout"]["dragmode"] == "lasso"
+    assert chart["data"][0]["marker"]["colorbar"]["title"]["text"] == "Teff [K]"
+    assert "Nothing selected" in texts(at.caption)
+    # Categorical colours: one trace per fingerprint.
+    at.selectbox(key="explore_colour").set_value("fingerprint").run()
+    chart = next(spec for spec in specs(at) if (spec["layout"].get("meta") or {}).get("explorer"))
+    assert len(chart["data"]) == 6
+    # X instead of z.
+    at.radio(key="explore_rep").set_value("X").run()
+    assert not at.exception
+
+
+def test_a_selection_shows_linked_views_tags_and_exports(tiny_run):
+    at = open_explorer(explore_rows=list(range(10)))
+    linked = {meta.get("linked") for meta in metas(at)}
+    assert {"spectra", "histograms"} <= linked
+    spectra = next(spec for spec in specs(at) if (spec["layout"].get("meta") or {}).get("linked") == "spectra")
+    assert spectra["layout"]["xaxis"]["title"]["text"] == "Wavelength [Å]"
+    assert "10 of 72 objects selected" in texts(at.markdown)
+    labels = [button.label for button in at.get("download_button")]
+    assert any("CSV" in b for b in labels) and any("FITS" in b for b in labels) and any("VOTable" in b for b in labels)
+    at.text_input(key="explore_tag_name").set_value("cool giants").run()
+    at.button(key="explore_tag_save").click().run()
+    assert not at.exception
+    tags = explore.load_tags(tiny_run.path)
+    assert tags["cool giants"]["rows"] == list(range(10))
+    # Clear, then bring the tag back as the selection.
+    at.button(key="explore_clear").click().run()
+    assert "Nothing selected" in texts(at.caption)
+    at.button(key="explore_tag_load").click().run()
+    assert "10 of 72 objects selected" in texts(at.markdown)
+
+
+def test_neighbours_and_decoder_from_a_typed_id(tiny_run):
+    data = explore.load_explore_data(tiny_run)
+    at = open_explorer()
+    at.text_input(key="explore_nn_id").set_value("no such star").run()
+    at.button(key="explore_nn_find").click().run()
+    assert "No object" in texts(at.error) and not at.exception
+    at.text_input(key="explore_nn_id").set_value(str(data.ids[4])).run()
+    at.button(key="explore_nn_find").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert len(table) == 5 and list(table.columns[:3]) == ["row", "id", "distance"]
+    assert "neighbours" in {meta.get("linked") for meta in metas(at)}
+    slider = at.slider(key="explore_cp_teff")
+    before = slider.value
+    slider.set_value(before + 200).run()
+    assert not at.exception
+    decoder = next(meta for meta in metas(at) if "values" in meta)
+    assert decoder["values"]["teff"] == pytest.approx(before + 200)
+
+
+def test_tsne_runs_in_the_background_and_bad_parameters_are_errors(tiny_run):
+    at = open_explorer(explore_method="tsne", explore_tsne_perplexity=30.0)
+    assert "perplexity" in texts(at.error) and not at.exception
+    at = open_explorer(explore_method="tsne", explore_tsne_perplexity=5.0)
+    assert "not computed yet" in texts(at.info)
+    at.button(key="explore_compute").click().run()
+    assert not at.exception
+    name = "embed-" + explore.projection_name("z", "tsne", {"perplexity": 5.0})
+    assert jobs.wait(tiny_run.path, name, timeout=TIMEOUT)["state"] == "done"
+    at = open_explorer(explore_method="tsne", explore_tsne_perplexity=5.0)
+    chart = next(spec for spec in specs(at) if (spec["layout"].get("meta") or {}).get("explorer"))
+    assert chart["layout"]["xaxis"]["title"]["text"] == "t-SNE 1"
+
+
+def chart_event(box=None, lasso=None, points=None) -> dict:
+    return {"selection": {"points": points or [], "point_indices": [], "box": box or [], "lasso": lasso or []}}
+
+
+def explorer_coordinates(at: AppTest):
+    chart = next(spec for spec in specs(at) if (spec["layout"].get("meta") or {}).get("explorer"))
+    return chart
+
+
+def test_plotly_selection_events_union_intersection_and_click(tiny_run):
+    data = explore.load_explore_data(tiny_run)
+    coordinates = explore.compute_projection(data, "z", "pca")
+    x, y = coordinates[:, 0], coordinates[:, 1]
+    left = [{"x": [float(x.min()) - 1, float(np.median(x))], "y": [float(y.min()) - 1, float(y.max()) + 1]}]
+    low = [{"x": [float(x.min()) - 1, float(x.max()) + 1], "y": [float(y.min()) - 1, float(np.median(y))]}]
+    in_left = set(np.flatnonzero(x <= np.median(x)).tolist())
+    in_low = set(np.flatnonzero(y <= np.median(y)).tolist())
+    at = open_explorer(explore_chart=chart_event(box=left))
+    assert f"{len(in_left)} of 72 objects selected" in texts(at.markdown)
+    at.session_state["explore_combine"] = "union"
+    at.session_state["explore_chart"] = chart_event(box=low)
+    at.run()
+    assert f"{len(in_left | in_low)} of 72 objects selected" in texts(at.markdown)
+    at.session_state["explore_combine"] = "intersection"
+    at.session_state["explore_chart"] = chart_event(lasso=[{"x": [b for b in left[0]["x"]] + left[0]["x"][::-1],
+                                                            "y": [left[0]["y"][0]] * 2 + [left[0]["y"][1]] * 2}])
+    at.run()
+    assert f"{len(in_left)} of 72 objects selected" in texts(at.markdown)
+    # A click on one point picks it: neighbours and the decoder appear.
+    at.session_state["explore_chart"] = chart_event(points=[{"customdata": 7, "x": 0.0, "y": 0.0}])
+    at.run()
+    assert not at.exception
+    assert f"**{data.ids[7]}**" in texts(at.markdown)
+    assert at.slider(key="explore_cp_teff").value == pytest.approx(float(data.table["teff"].iloc[7]))
+
+
+def test_large_runs_draw_a_subsample_but_select_on_the_full_set(tiny_run, monkeypatch):
+    monkeypatch.setattr(explore, "MAX_DISPLAY", 30)
+    at = open_explorer(explore_chart=chart_event(box=[{"x": [-1e6, 1e6], "y": [-1e6, 1e6]}]))
+    assert "random subsample of 30 of 72" in texts(at.caption)
+    chart = explorer_coordinates(at)
+    assert chart["layout"]["meta"]["shown"] == 30
+    assert "72 of 72 objects selected" in texts(at.markdown)
