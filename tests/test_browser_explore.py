@@ -76,7 +76,8 @@ def server(tmp_path_factory):
     from astrocore.models.disentangler import DisentanglerConfig, fit
 
     home = tmp_path_factory.mktemp("browser-explore")
-    dataset = toy_spectra(n_fingerprints=20)
+    # ASTROCORE_EXPLORE_FINGERPRINTS=834 gives ~10,000 points, the size the latency figure is for.
+    dataset = toy_spectra(n_fingerprints=int(os.environ.get("ASTROCORE_EXPLORE_FINGERPRINTS", "20")))
     path = dataset.save(home / "toy.fits")
     fit(dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=4), runs_root=home / "runs",
         data_source={"kind": "file", "path": str(path)})
@@ -150,7 +151,7 @@ def test_lasso_shows_linked_views(server, browser, capsys):
     result = browser.execute_async_script(WAIT_FOR_LINKED)
     assert result, f"no linked view after the lasso: {_body(browser)[-1500:]}"
     assert 0 < result["n"] < box["n"]
-    assert _wait(lambda: f"{result['n']} of {box['n']} objects selected" in _body(browser), 20)
+    assert _wait(lambda: f"{result['n']:,} of {box['n']:,} objects selected" in _body(browser), 20)
     histograms = browser.execute_script(
         "return Array.from(document.querySelectorAll('.js-plotly-plot')).some("
         "p => p.layout && p.layout.meta && p.layout.meta.linked === 'histograms');")
