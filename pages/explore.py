@@ -178,14 +178,9 @@ if len(shown) < len(data):
 
 @st.fragment
 def explorer() -> None:
-    rows = np.asarray(st.session_state.get("explore_rows") or [], int)
-    pick = st.session_state.get("explore_pick")
-    title = f"{explore.METHODS[method].split(' ')[0]} of {explore.REPRESENTATIONS[representation]} · {record.id}"
-    figure = explore.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
-                                      hover=get_hover(str(record.path), stamp), shown=shown, selected=rows,
-                                      marked=pick, title=title)
-    event = st.plotly_chart(figure, key="explore_chart", on_select="rerun",
-                            selection_mode=("lasso", "box", "points"), config=CHART_CONFIG, theme=None)
+    # The chart's last selection event is in session state before the chart is drawn: applying it
+    # first draws the highlighted selection and the linked views in one pass, not two.
+    event = st.session_state.get("explore_chart")
     signature = json.dumps((event or {}).get("selection") or {}, sort_keys=True, default=str)
     if st.session_state.pop("explore_skip_event", False):
         st.session_state.explore_event = signature
@@ -197,8 +192,16 @@ def explorer() -> None:
             if not (selection.get("lasso") or selection.get("box")) and len(new) == 1:
                 st.session_state.explore_pick = int(new[0])  # a click picks one object
             else:
-                st.session_state.explore_rows = explore.combine(rows, new, mode).tolist()
-            rerun_fragment()
+                previous = np.asarray(st.session_state.get("explore_rows") or [], int)
+                st.session_state.explore_rows = explore.combine(previous, new, mode).tolist()
+    rows = np.asarray(st.session_state.get("explore_rows") or [], int)
+    pick = st.session_state.get("explore_pick")
+    title = f"{explore.METHODS[method].split(' ')[0]} of {explore.REPRESENTATIONS[representation]} · {record.id}"
+    figure = explore.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
+                                      hover=get_hover(str(record.path), stamp), shown=shown, selected=rows,
+                                      marked=pick, title=title)
+    st.plotly_chart(figure, key="explore_chart", on_select="rerun",
+                    selection_mode=("lasso", "box", "points"), config=CHART_CONFIG, theme=None)
     st.caption("Drag to lasso (the toolbar also has a box tool). To pick one object for its neighbours and the "
                "decoder, choose **Pan** in the toolbar and click it, or type its id below. The current selection "
                "stays until you clear it or start a new one.")
