@@ -429,16 +429,10 @@ def pca_coordinates(run, dataset: Dataset, representation: str) -> np.ndarray:
 
 def read_embedding(run_folder, representation: str, method: str) -> np.ndarray | None:
     """Coordinates written by a background embedding job, or None if not computed yet."""
+    from .embeddings import read_coordinates
     from .jobs import embedding_path
 
-    path = embedding_path(run_folder, representation, method)
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            return np.asarray(stored["coordinates"])
-    except (OSError, ValueError, KeyError):
-        return None
+    return read_coordinates(embedding_path(run_folder, representation, method))
 
 
 def colour_options(dataset: Dataset) -> list[str]:

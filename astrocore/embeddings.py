@@ -30,6 +30,19 @@ def projection_path(key: str, method: str, params: dict, values: np.ndarray, fol
     return root / f"{method}-{digest}.npz"
 
 
+def read_coordinates(path) -> np.ndarray | None:
+    """Coordinates stored by :func:`project` or a background embedding job, or None when the file
+    is missing or unreadable (e.g. still being written)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return np.asarray(stored["coordinates"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def project(values: np.ndarray, method: str = "pca", key: str = "", folder=None, seed: int = 0,
             n_seeds: int = 1, use_cache: bool = True, **params) -> tuple[np.ndarray, dict]:
     """Project ``values`` (n, d) to 2-d. Returns (coordinates (n, 2), info).

@@ -171,14 +171,9 @@ def compute_projection(data: ExploreData, representation: str, method: str, para
 
 def read_projection(run_folder, representation: str, method: str, params: dict | None = None,
                     seed: int = 0) -> np.ndarray | None:
-    path = projection_file(run_folder, representation, method, params or {}, seed)
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            return np.asarray(stored["coordinates"])
-    except (OSError, ValueError, KeyError):
-        return None
+    from .embeddings import read_coordinates
+
+    return read_coordinates(projection_file(run_folder, representation, method, params or {}, seed))
 
 
 def embed_command(run_folder, representation: str, method: str, params: dict | None = None, seed: int = 0) -> list[str]:

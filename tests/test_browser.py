@@ -8,6 +8,7 @@ changed. Screenshots go to tests/screenshots/ (git-ignored). The slider-to-redra
 value) is printed and written to tests/screenshots/latency.json; it is not asserted on, because it
 depends on the machine's load.
 """
+import contextlib
 import json
 import os
 import signal
@@ -79,14 +80,13 @@ def _require_browser():
         pytest.skip("selenium is not installed (pip install selenium)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    _require_browser()
-    home = tmp_path_factory.mktemp("browser")
+@contextlib.contextmanager
+def streamlit_server(home: Path, extra_env: dict | None = None):
+    """Run ``streamlit run app.py`` on a free localhost port with runs and cache under ``home``;
+    yields the base URL and stops the server (its whole process group) afterwards."""
     port = _free_port()
     env = {**os.environ, "ASTROCORE_RUNS": str(home / "runs"), "ASTROCORE_CACHE": str(home / "cache"),
-           "ASTROCORE_DEFAULT_NSTARS": os.environ.get("ASTROCORE_TEST_DEFAULT_NSTARS", "3"),
-           "ASTROCORE_DEFAULT_EPOCHS": os.environ.get("ASTROCORE_TEST_DEFAULT_EPOCHS", "2")}
+           **(extra_env or {})}
     log = open(home / "streamlit.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
@@ -102,15 +102,27 @@ def server(tmp_path_factory):
         except OSError:
             time.sleep(0.5)
     else:
-        process.terminate()
-        pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
-    yield url
-    try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+        pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
+    try:
+        yield url
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _require_browser()
+    home = tmp_path_factory.mktemp("browser")
+    extra_env = {"ASTROCORE_DEFAULT_NSTARS": os.environ.get("ASTROCORE_TEST_DEFAULT_NSTARS", "3"),
+                 "ASTROCORE_DEFAULT_EPOCHS": os.environ.get("ASTROCORE_TEST_DEFAULT_EPOCHS", "2")}
+    with streamlit_server(home, extra_env) as url:
+        yield url
     # Stop background jobs the app started in this test's runs folder (only those, by pid).
     from astrocore import jobs
 

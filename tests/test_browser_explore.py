@@ -9,22 +9,17 @@ it is not asserted on. Screenshots go to tests/screenshots/.
 """
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 from conftest import toy_spectra
 from test_browser import (
-    ROOT,
     SHOTS,
-    _free_port,
     _require_browser,
     _screenshot,
     _wait,
     browser,
+    streamlit_server,
 )
 
 pytestmark = pytest.mark.browser
@@ -81,32 +76,8 @@ def server(tmp_path_factory):
     path = dataset.save(home / "toy.fits")
     fit(dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=4), runs_root=home / "runs",
         data_source={"kind": "file", "path": str(path)})
-    port = _free_port()
-    env = {**os.environ, "ASTROCORE_RUNS": str(home / "runs"), "ASTROCORE_CACHE": str(home / "cache")}
-    log = open(home / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(process.pid, signal.SIGTERM)
-        pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
-    yield url
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+    with streamlit_server(home) as url:
+        yield url
 
 
 def _body(driver) -> str:
