@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from .data import load_source, renderer_for
 from .evaluation import PROBE_LABELS, evaluate_disentangler, representation_scores, split_index

@@ -22,10 +22,8 @@ Reading order: config -> modules -> the training task -> fit -> DisentanglerRun 
 """
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +34,7 @@ from torch.nn import functional as F
 
 from ..data.dataset import DataError, Dataset
 from ..runs import RunRecord, load_arrays, new_run_id, runs_dir, save_arrays, write_progress
-from ..training import (LoopSettings, TrainingCancelled, atomic_write_text, load_modules,
+from ..training import (LoopSettings, TrainingCancelled, load_modules,
                         pick_device, save_modules, seed_everything, train)
 
 MODES = ("noat", "at", "mdat")
