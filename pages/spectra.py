@@ -722,15 +722,7 @@ def embedding_section() -> None:
     st.caption("Click a point to select that star for the Generate tab.")
 
 
-with tabs[0]:
-    if tabs[0].open is not False:
-        generate_tab()
-with tabs[1]:
-    if tabs[1].open is not False:
-        data_tab()
-with tabs[2]:
-    if tabs[2].open is not False:
-        train_tab()
-with tabs[3]:
-    if tabs[3].open is not False:
-        evaluate_tab()
+for tab, render_tab in zip(tabs, (generate_tab, data_tab, train_tab, evaluate_tab)):
+    with tab:
+        if tab.open is not False:  # only the open tab runs (lazy tabs)
+            render_tab()

@@ -26,13 +26,14 @@ from .synthesis import (
     LineList,
     Spectrograph,
     Synthesizer,
-    add_noise,
+    check_snr,
     air_to_vacuum,
     diatomic_band_lines,
     hydrogen_lines,
     label_arrays,
     pseudo_atomic_lines,
     scaled_abundances,
+    simulated_dataset,
 )
 
 VERSION = "apogee-synth-1.0"
@@ -267,11 +268,9 @@ def simulate_apogee(n_fingerprints: int = 200, teff_grid=None, logg_grid=None, s
     logg_grid = DEFAULT_LOGG_GRID if logg_grid is None else np.atleast_1d(np.asarray(logg_grid, float))
     if teff_grid.size == 0 or logg_grid.size == 0:
         raise DataError("teff_grid and logg_grid must not be empty.")
-    if snr is not None and not (np.isfinite(snr) and snr > 0):
-        raise DataError(f"snr must be a positive number or None; got {snr!r}.")
+    snr = check_snr(snr)
     params = {"n_fingerprints": n_fp, "teff_grid": [float(t) for t in teff_grid],
-              "logg_grid": [float(g) for g in logg_grid], "seed": int(seed),
-              "snr": None if snr is None else float(snr)}
+              "logg_grid": [float(g) for g in logg_grid], "seed": int(seed), "snr": snr}
 
     def build() -> Dataset:
         label_seq, noise_seq = np.random.SeedSequence(int(seed)).spawn(2)
@@ -286,16 +285,10 @@ def simulate_apogee(n_fingerprints: int = 200, teff_grid=None, logg_grid=None, s
         }
         for key, values in chem.items():
             labels[key] = np.repeat(values, n_grid)
-        spectra = render_apogee(labels)
-        errors = None
-        if snr is not None:
-            spectra = add_noise(spectra, float(snr), np.random.default_rng(noise_seq))
-            errors = np.full_like(spectra, 1.0 / float(snr))
-        provenance = {"generator": "apogee", "version": VERSION, "seed": int(seed),
-                      "params": params, "continuum_normalised": True}
         table = Table(labels)
         for name in APOGEE_ABUNDANCES:
             table[f"{name}_fe"].unit = "dex"
-        return Dataset(spectra, apogee_wavelength(), table, errors, provenance)
+        return simulated_dataset(render_apogee(labels), apogee_wavelength(), table, "apogee", VERSION, seed,
+                                 params, snr, np.random.default_rng(noise_seq))
 
     return cached_dataset("apogee", VERSION, params, build, use_cache)

@@ -22,13 +22,14 @@ from .synthesis import (
     LineList,
     Spectrograph,
     Synthesizer,
-    add_noise,
+    check_snr,
     air_to_vacuum,
     diatomic_band_lines,
     hydrogen_lines,
     label_arrays,
     pseudo_atomic_lines,
     scaled_abundances,
+    simulated_dataset,
 )
 
 VERSION = "rvs-synth-1.0"
@@ -237,23 +238,15 @@ def simulate_rvs(n_stars: int = 2000, sampling: str = "random", seed: int = 0, s
         raise DataError(f"n_stars must be a positive integer; got {n_stars}.")
     if sampling not in ("random", "grid"):
         raise DataError(f"sampling must be 'random' or 'grid'; got {sampling!r}.")
-    if snr is not None and not (np.isfinite(snr) and snr > 0):
-        raise DataError(f"snr must be a positive number or None; got {snr!r}.")
-    params = {"n_stars": n_stars, "sampling": sampling, "seed": int(seed),
-              "snr": None if snr is None else float(snr)}
+    snr = check_snr(snr)
+    params = {"n_stars": n_stars, "sampling": sampling, "seed": int(seed), "snr": snr}
 
     def build() -> Dataset:
         label_seq, noise_seq = np.random.SeedSequence(int(seed)).spawn(2)
         labels = sample_rvs_labels(n_stars, sampling, np.random.default_rng(label_seq))
         n = labels["teff"].size
-        spectra = render_rvs(labels)
-        errors = None
-        if snr is not None:
-            spectra = add_noise(spectra, float(snr), np.random.default_rng(noise_seq))
-            errors = np.full_like(spectra, 1.0 / float(snr))
         table = Table({"id": np.arange(n), **labels})
-        provenance = {"generator": "rvs", "version": VERSION, "seed": int(seed), "params": params,
-                      "continuum_normalised": True}
-        return Dataset(spectra, RVS_WAVELENGTH.copy(), table, errors, provenance)
+        return simulated_dataset(render_rvs(labels), RVS_WAVELENGTH.copy(), table, "rvs", VERSION, seed,
+                                 params, snr, np.random.default_rng(noise_seq))
 
     return cached_dataset("rvs", VERSION, params, build, use_cache)

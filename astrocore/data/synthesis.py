@@ -42,6 +42,8 @@ import numpy as np
 from scipy import sparse
 from scipy.special import dawsn, voigt_profile
 
+from .dataset import DataError, Dataset
+
 # ----------------------------------------------------------------------------- constants (cgs)
 K_BOLTZ = 1.380649e-16  # erg / K
 AMU = 1.66053907e-24  # g
@@ -332,7 +334,6 @@ def diatomic_band_lines(species, nu00, upper, lower, bands, branches, j_max, spi
 # ----------------------------------------------------------------------------- labels and noise
 def label_values(labels, name) -> np.ndarray:
     """Column ``name`` of a labels dict or astropy Table as a finite float array (at least 1-d)."""
-    from .dataset import DataError
 
     try:
         values = labels[name]
@@ -347,7 +348,6 @@ def label_values(labels, name) -> np.ndarray:
 
 def label_arrays(labels, names) -> list[np.ndarray]:
     """Columns ``names`` of ``labels`` as float arrays of one common length (scalars broadcast)."""
-    from .dataset import DataError
 
     values = [label_values(labels, name) for name in names]
     n = max(v.size for v in values)
@@ -363,6 +363,26 @@ def add_noise(spectra: np.ndarray, snr: float, rng, chunk: int = 4096) -> np.nda
         block = spectra[start:start + chunk]
         block += rng.standard_normal(block.shape, dtype=np.float32) / np.float32(snr)
     return spectra
+
+
+def check_snr(snr):
+    """``snr`` as a float, or None; anything else is a DataError."""
+    if snr is not None and not (np.isfinite(snr) and snr > 0):
+        raise DataError(f"snr must be a positive number or None; got {snr!r}.")
+    return None if snr is None else float(snr)
+
+
+def simulated_dataset(spectra: np.ndarray, wavelength: np.ndarray, table, generator: str, version: str,
+                      seed: int, params: dict, snr, noise_rng):
+    """The simulators' common ending: optional noise at ``snr`` (errors = 1/snr), provenance and
+    the Dataset."""
+    errors = None
+    if snr is not None:
+        spectra = add_noise(spectra, float(snr), noise_rng)
+        errors = np.full_like(spectra, 1.0 / float(snr))
+    provenance = {"generator": generator, "version": version, "seed": int(seed), "params": params,
+                  "continuum_normalised": True}
+    return Dataset(spectra, wavelength, table, errors, provenance)
 
 
 # ----------------------------------------------------------------------------- abundances
