@@ -15,6 +15,8 @@ def test_config_validation_and_presets():
         DisentanglerConfig(mode="gan")
     with pytest.raises(ValueError, match="lambdas"):
         DisentanglerConfig(conditional=("teff", "logg"), lambdas=(0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match="twin_latent_factor"):
+        DisentanglerConfig(twin_latent_factor=-1.0)
     with pytest.raises(ValueError, match="preset"):
         DisentanglerConfig.preset("huge")
     assert DisentanglerConfig.preset("paper").latent_dim == 25

@@ -1,0 +1,41 @@
+"""The bench's JSON shape and the sweep, on a tiny grid (the real sizes live in bench.GRIDS)."""
+import pytest
+
+from astrocore import bench
+
+
+@pytest.fixture
+def tiny_grids(monkeypatch):
+    monkeypatch.setitem(bench.GRIDS, "fast", {"apogee": ("apogee", 4, ("teff", "logg"))})
+    real_preset = bench.DisentanglerConfig.preset.__func__
+
+    def quick(cls, name="fast", **overrides):
+        return real_preset(cls, name, **{**overrides, "epochs": 1})
+
+    monkeypatch.setattr(bench.DisentanglerConfig, "preset", classmethod(quick))
+
+
+def test_bench_reports_every_mode_in_the_issue_shape(tiny_grids, tmp_path):
+    result = bench.bench_disentangle("fast", grids=("apogee",), runs_root=tmp_path, paper_recipe=False)
+    apogee = result["apogee"]
+    assert set(apogee["r2"]) == {"X", "noat", "at", "mdat"} and set(apogee["r2_knn"]) == set(apogee["r2"])
+    assert set(apogee["r2"]["mdat"]) == {"teff", "logg", "feh", "afe"}
+    for key in ("recon_mse", "gen_rmse", "gen_rmse_extrap", "train_s", "decode_ms"):
+        assert set(apogee[key]) == {"noat", "at", "mdat"}, key
+    assert set(apogee["twins_top10"]) == {"X", "noat", "at", "mdat"}
+    assert apogee["r2"]["X"]["teff"] > 0.9  # the spectra themselves know Teff
+    assert result["total_s"] > 0
+
+
+def test_sweep_points_cover_lambda_steps_and_twins():
+    points = bench.sweep_points(lambdas=(0.1, 1.0), adversary_steps=(1, 5), twin_latent_factors=(0.0, 10.0))
+    assert len(points) == 6
+    assert {"twin_weight": 0.0} in points and {"twin_latent_factor": 10.0} in points
+
+
+def test_sweep_runs_each_point(tiny_grids, tmp_path):
+    lines = []
+    points = bench.sweep_disentangle("fast", points=[{"lambdas": (0.5,)}, {"twin_weight": 0.0}],
+                                     runs_root=tmp_path, progress=lines.append)
+    assert [p["lambda"] for p in points] == [0.5, 0.1] and points[1]["twin_weight"] == 0.0
+    assert len(lines) == 2 and set(points[0]["r2"]) == {"teff", "logg", "feh", "afe"}
