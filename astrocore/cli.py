@@ -5,7 +5,7 @@
                                 [--preset fast|paper|paper-fast] [--epochs N] [--set key=value ...] --out runs/
     astrocore evaluate RUN [--json]
     astrocore runs list [--dir runs/]
-    astrocore embed RUN --representation z --method umap|tsne|pca [--seed S] [--param k=v] --out PATH
+    astrocore embed RUN --representation z|X|h --method umap|tsne|pca [--seed S] [--param k=v] --out PATH
     astrocore bench disentangle [--preset fast] --json PATH
 """
 from __future__ import annotations
@@ -130,19 +130,11 @@ def cmd_embed(args) -> int:
     from .embeddings import project
     from .runs import load_run
 
+    from .explore import ExploreError, cache_key, check_projectable, projection_params, run_representation
+
     run = load_run(args.run)
-    arrays = run.arrays()
-    if args.representation == "z":
-        values = arrays["latent"]
-    elif args.representation == "X":
-        from .data import dataset_from_source
-
-        values = dataset_from_source(run.record.data).spectra
-    else:
-        raise SystemExit("--representation must be z or X")
-    from .explore import ExploreError, cache_key, check_projectable, projection_params
-
     try:
+        values = run_representation(run, args.representation)  # z, X or the encoder features h
         params = projection_params(args.method, _overrides(args.param))
         check_projectable(len(values), args.method, params)
     except ExploreError as error:
@@ -164,7 +156,8 @@ def cmd_bench(args) -> int:
     from .bench import bench_disentangle, sweep_disentangle
 
     if args.sweep:
-        results = {"sweep": sweep_disentangle(preset=args.preset, runs_root=args.runs)}
+        results = {"sweep": sweep_disentangle(preset=args.preset, runs_root=args.runs,
+                                              progress=lambda line: print(line, file=sys.stderr))}
     else:
         results = bench_disentangle(preset=args.preset, grids=args.grids.split(","), runs_root=args.runs)
     text = json.dumps(results, indent=2)
@@ -218,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = commands.add_parser("embed", help="2-d projection of a run's representation")
     embed.add_argument("run")
-    embed.add_argument("--representation", default="z", choices=["z", "X"])
+    embed.add_argument("--representation", default="z", choices=["z", "X", "h"],
+                       help="z: latent, X: input spectra, h: the encoder's last hidden layer")
     embed.add_argument("--method", default="umap", choices=["pca", "umap", "tsne"])
     embed.add_argument("--seed", type=int, default=0)
     embed.add_argument("--param", action="append", metavar="NAME=VALUE",
@@ -233,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_dis.add_argument("--runs", default=None, help="keep the bench's runs here (default: a temporary folder)")
     bench_dis.add_argument("--json", default=None)
     bench_dis.add_argument("--sweep", action="store_true",
-                           help="instead: the lambda x adversary-steps x twin-weight trade-off curve of mdat")
+                           help="instead: the trade-off curve of mdat over lambda x adversary steps and the twin term")
     bench_dis.set_defaults(handler=cmd_bench)
     return parser
 

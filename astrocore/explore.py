@@ -4,6 +4,11 @@ linked views, nearest neighbours, tags and export. Importable without Streamlit;
 
 Indices are always row numbers of the run's full dataset: a display subsample (above
 :data:`MAX_DISPLAY` points) never changes what a selection or a neighbour search sees.
+
+Representations: the input spectra X, the latent z and, for disentangling runs, the activations
+of the encoder's last hidden layer ("encoder features h", 256-d for the default architecture),
+computed from the run's model on demand. Data with images (multi-band cutouts) also get cutout
+grids of a selection and of neighbours.
 """
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +31,7 @@ from astropy.table import Table
 from .data.dataset import LABEL_TITLES
 
 MAX_DISPLAY = 30_000
-REPRESENTATIONS = {"z": "latent z", "X": "input spectra X"}
+REPRESENTATIONS = {"z": "latent z", "X": "input spectra X", "h": "encoder features h"}
 METHODS = {"pca": "PCA (instant)", "umap": "UMAP", "tsne": "t-SNE (openTSNE)"}
 DEFAULT_PARAMS = {"pca": {}, "umap": {"n_neighbors": 15, "min_dist": 0.1}, "tsne": {"perplexity": 30.0}}
 PARAM_LIMITS = {"n_neighbors": (2, 200, int), "min_dist": (0.0, 1.0, float), "perplexity": (2.0, 500.0, float)}
@@ -43,7 +50,12 @@ class ExploreError(ValueError):
 # ============================================================================ data
 @dataclass
 class ExploreData:
-    """Everything the explorer needs about one run, row-aligned with its dataset."""
+    """Everything the explorer needs about one run, row-aligned with its dataset.
+
+    ``images`` (optional): multi-band cutouts, an array (n, n_bands, height, width) with one band
+    name per plane in ``bands``. ``feature_source`` (optional): a function returning the encoder
+    features h (n, width); they are computed on first use and kept (see :meth:`features`).
+    """
 
     run_id: str
     ids: np.ndarray            # (n,) str
@@ -51,16 +63,46 @@ class ExploreData:
     latent: np.ndarray         # (n, d)
     spectra: np.ndarray | None  # (n, n_pixels) or None when the data cannot be rebuilt
     wavelength: np.ndarray | None
+    images: np.ndarray | None = None  # (n, n_bands, height, width)
+    bands: tuple[str, ...] | None = None
+    feature_source: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _features: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.images is None:
+            self.bands = None
+            return
+        images = np.asarray(self.images)
+        if images.ndim == 3:  # one band
+            images = images[:, None]
+        if images.ndim != 4 or len(images) != len(self.ids):
+            raise ExploreError(f"Images must be an array (n_objects={len(self.ids)}, n_bands, height, width); "
+                               f"got shape {np.shape(self.images)}.")
+        bands = tuple(str(b) for b in self.bands) if self.bands is not None else tuple(
+            f"band {i + 1}" for i in range(images.shape[1]))
+        if len(bands) != images.shape[1]:
+            raise ExploreError(f"{images.shape[1]} image bands but {len(bands)} band names ({', '.join(bands)}).")
+        self.images, self.bands = images, bands
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def features(self) -> np.ndarray:
+        """The encoder features h (n, width), computed from the run's model on first use."""
+        if self._features is None:
+            if self.feature_source is None:
+                raise ExploreError("Encoder features h exist only for disentangling runs whose spectra can be "
+                                   "rebuilt; use z or X.")
+            self._features = np.asarray(self.feature_source(), np.float32)
+        return self._features
 
-def load_explore_data(run, dataset=None) -> ExploreData:
+
+def load_explore_data(run, dataset=None, images=None, bands=None) -> ExploreData:
     """Collect ids, labels, split, reconstruction error, latents and spectra of ``run``.
 
     ``dataset`` defaults to the run's own data (rebuilt from ``run.record.data``); without it the
-    labels saved with the run are used and the spectra views are unavailable.
+    labels saved with the run are used and the spectra views are unavailable. ``images`` /
+    ``bands`` (cutouts, see :class:`ExploreData`) default to the dataset's, when it has any.
     """
     arrays = run.arrays()
     latent = np.asarray(arrays["latent"], dtype=np.float32)
@@ -97,9 +139,17 @@ def load_explore_data(run, dataset=None) -> ExploreData:
     table["split"] = SPLIT_NAMES[np.asarray(split, int)] if split is not None and len(split) == n else "?"
     if "recon_mse" in arrays and len(arrays["recon_mse"]) == n:
         table["recon_error"] = np.asarray(arrays["recon_mse"], float)
-    return ExploreData(run_id=run.id, ids=ids, table=table, latent=latent,
-                       spectra=None if dataset is None else np.asarray(dataset.spectra, np.float32),
-                       wavelength=None if dataset is None else np.asarray(dataset.wavelength, float))
+    spectra = None if dataset is None else np.asarray(dataset.spectra, np.float32)
+    feature_source = None
+    if spectra is not None and getattr(run, "method", "") == "disentangle" and all(
+            name in table for name in run.conditional):
+        conditional = table[list(run.conditional)].to_numpy(np.float32)
+        feature_source = partial(encoder_features, run, spectra, conditional)
+    if images is None and dataset is not None:
+        images, bands = getattr(dataset, "images", None), getattr(dataset, "bands", bands)
+    return ExploreData(run_id=run.id, ids=ids, table=table, latent=latent, spectra=spectra,
+                       wavelength=None if dataset is None else np.asarray(dataset.wavelength, float),
+                       images=images, bands=bands, feature_source=feature_source)
 
 
 def representation_values(data: ExploreData, representation: str) -> np.ndarray:
@@ -109,7 +159,74 @@ def representation_values(data: ExploreData, representation: str) -> np.ndarray:
         if data.spectra is None:
             raise ExploreError("The input spectra of this run cannot be rebuilt, so X cannot be shown; use z.")
         return data.spectra
+    if representation == "h":
+        return data.features()
     raise ExploreError(f"representation must be one of {list(REPRESENTATIONS)}; got {representation!r}.")
+
+
+def run_representation(run, representation: str) -> np.ndarray:
+    """The values of ``representation`` for every object of ``run`` (what ``astrocore embed`` projects)."""
+    if representation == "z":
+        return np.asarray(run.arrays()["latent"], np.float32)
+    return representation_values(load_explore_data(run), representation)
+
+
+# ============================================================================ encoder features h
+def _conditional_rows(run, conditional, n: int) -> np.ndarray:
+    """Conditional parameters as a float32 array (n, n_cp): from a dict of values or an array."""
+    names = list(run.conditional)
+    if isinstance(conditional, dict):
+        missing = [name for name in names if name not in conditional]
+        if missing:
+            raise ExploreError(f"Missing conditional parameter(s) {', '.join(missing)}.")
+        conditional = [[float(conditional[name]) for name in names]]
+    cp = np.asarray(conditional, np.float32)
+    if cp.ndim == 1:
+        cp = cp[None]
+    if len(cp) == 1 and n > 1:
+        cp = np.repeat(cp, n, axis=0)
+    if cp.shape != (n, len(names)):
+        raise ExploreError(f"Expected conditional parameters of shape ({n}, {len(names)}) for "
+                           f"{', '.join(names)}; got {cp.shape}.")
+    if not np.all(np.isfinite(cp)):
+        raise ExploreError("The conditional parameters contain NaN or infinite values.")
+    return cp
+
+
+def feature_width(run) -> int:
+    """Width of the encoder's last hidden layer (the dimension of h)."""
+    hidden = tuple(run.config.encoder_hidden)
+    if not hidden:
+        raise ExploreError("This model's encoder has no hidden layer, so there are no encoder features h.")
+    return int(hidden[-1])
+
+
+def encoder_features(run, spectra, conditional, batch_size: int = 1024) -> np.ndarray:
+    """Activations of the encoder's last hidden layer (n, width) for ``spectra`` (n, n_pixels) at
+    their ``conditional`` parameters (physical units: an array (n, n_cp) or a dict for one star).
+
+    Mirrors the run's ``encode`` (scaled flux and conditional parameters into the encoder) but stops
+    before the encoder's last linear layer, so the latent z is that layer (plus the latent
+    activation) applied to h. Batched, without gradients, on the model's device.
+    """
+    import torch
+
+    model = run.model
+    width = feature_width(run)
+    hidden = model.encoder[:-1]  # nn.Sequential: every layer but the final linear map to z
+    spectra = np.asarray(spectra, np.float32)
+    if spectra.ndim == 1:
+        spectra = spectra[None]
+    cp = _conditional_rows(run, conditional, len(spectra))
+    device = next(model.parameters()).device
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(spectra), batch_size):
+            flux = torch.as_tensor(run.check_spectra(spectra[start:start + batch_size]), device=device)
+            scaled = torch.cat([model.scale_flux(flux), model.scale_cp(torch.as_tensor(cp[start:start + batch_size],
+                                                                                        device=device))], dim=1)
+            parts.append(hidden(scaled).float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
 
 # ============================================================================ projections
@@ -205,6 +322,18 @@ def projection_status(run_folder, representation: str, method: str, params: dict
     return jobs.job_status(run_folder, "embed-" + projection_name(representation, method, params or {}, seed))
 
 
+def cancel_projection(run_folder, representation: str, method: str, params: dict | None = None, seed: int = 0,
+                      wait: bool = False) -> dict:
+    """Stop a running UMAP / t-SNE job (its process group is terminated); returns its status."""
+    from . import jobs
+
+    name = "embed-" + projection_name(representation, method, params or {}, seed)
+    try:
+        return jobs.cancel(run_folder, name, wait=wait)
+    except jobs.JobError as error:
+        raise ExploreError(f"No projection job to cancel: {error}") from None
+
+
 def expected_seconds(n: int, method: str) -> float:
     """A rough duration for the progress bar (2 CPU cores)."""
     return {"pca": 1.0, "umap": 8.0 + n / 800.0, "tsne": 3.0 + n / 600.0}[method]
@@ -253,9 +382,15 @@ def hover_texts(data: ExploreData) -> np.ndarray:
 
 def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=None, shown: np.ndarray | None = None,
                      selected: np.ndarray | None = None, marked: int | None = None, height: int = 560,
-                     title: str = ""):
+                     title: str = "", revision: int = 0):
     """The scatter of the projection. Every trace's ``customdata`` holds full-set row numbers, so
-    a selection maps back to the data even when only a subsample is drawn."""
+    a selection maps back to the data even when only a subsample is drawn.
+
+    ``selected`` rows are highlighted as plotly highlights a lasso (``selectedpoints``: the other
+    points are dimmed); leave it None when the chart's own lasso already shows them (see
+    :func:`selection_overlay`). ``revision`` only changes the
+    figure's identity (a new value makes Streamlit mount a fresh chart, dropping a stale lasso).
+    """
     import plotly.colors as pc
     import plotly.graph_objects as go
 
@@ -269,12 +404,18 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
     title_text = COLUMN_TITLES.get(colour_name, colour_name)
     figure = go.Figure()
 
+    chosen = None
+    if selected is not None:  # highlighted the way plotly highlights its own lasso: the rest is dimmed
+        chosen = np.zeros(n, bool)
+        chosen[np.asarray(selected, int)] = True
+
     def trace(index, **marker):
         return go.Scattergl(x=coordinates[index, 0], y=coordinates[index, 1], mode="markers",
                             customdata=index, text=None if hover is None else hover[index],
                             hovertemplate="%{text}<extra></extra>" if hover is not None else None,
                             marker=dict(size=size, opacity=0.85, line=dict(width=0), **marker),
-                            selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=0.35)))
+                            selectedpoints=None if chosen is None else np.flatnonzero(chosen[index]),
+                            selected=dict(marker=dict(opacity=1.0)), unselected=dict(marker=dict(opacity=0.25)))
 
     if kind == "continuous":
         values = colour.astype(float)
@@ -300,12 +441,6 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
             figure.add_trace(trace(shown, color=codes[shown] % 24, colorscale="Turbo", showscale=False))
             figure.data[0].name = "objects"
             figure.data[0].showlegend = False
-    if selected is not None and len(selected):
-        index = np.intersect1d(np.asarray(selected, int), shown)
-        figure.add_trace(go.Scattergl(x=coordinates[index, 0], y=coordinates[index, 1], mode="markers",
-                                      name=f"selection ({len(selected)})", customdata=index, hoverinfo="skip",
-                                      marker=dict(size=size + 4, color="rgba(0,0,0,0)",
-                                                  line=dict(color="#111", width=1.2))))
     if marked is not None and 0 <= marked < n:
         figure.add_trace(go.Scatter(x=[coordinates[marked, 0]], y=[coordinates[marked, 1]], mode="markers",
                                     name="picked object", customdata=[marked], hoverinfo="skip",
@@ -317,7 +452,8 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
                          xaxis=dict(title=f"{axis} 1", showline=True, mirror=True, linecolor="#444", zeroline=False),
                          yaxis=dict(title=f"{axis} 2", showline=True, mirror=True, linecolor="#444", zeroline=False),
                          legend=dict(orientation="h", yanchor="top", y=-0.12, x=0), uirevision=method,
-                         meta={"explorer": True, "n": int(n), "shown": len(shown)})
+                         meta={"explorer": True, "n": int(n), "shown": len(shown), "revision": int(revision),
+                               "highlighted": None if selected is None else len(selected)})
     return figure
 
 
@@ -364,6 +500,108 @@ def selection_indices(event, coordinates=None) -> np.ndarray | None:
     return np.unique(np.asarray(picked, int))
 
 
+def _selection_of(event) -> dict:
+    return ((event or {}).get("selection") if isinstance(event, dict) or hasattr(event, "get") else None) or {}
+
+
+def event_signature(event) -> str:
+    """A short identity of a chart selection event (its lasso / box shapes and picked rows), so a
+    page can act on each event once without serialising thousands of points every rerun."""
+    selection = _selection_of(event)
+    if not selection:
+        return ""
+    rows = [p.get("customdata") for p in selection.get("points") or [] if isinstance(p, dict)]
+    text = json.dumps([event_shapes(event), [r[0] if isinstance(r, (list, tuple)) and r else r for r in rows]],
+                      default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def event_shapes(event) -> str:
+    """The lasso and box shapes of a chart event as text ("" without any)."""
+    selection = _selection_of(event)
+    lassos, boxes = selection.get("lasso") or [], selection.get("box") or []
+    return json.dumps([lassos, boxes], sort_keys=True, default=str) if (lassos or boxes) else ""
+
+
+def read_event(event, coordinates, previous_shapes: str = "") -> tuple[str, np.ndarray | None, str]:
+    """What a new chart event means: ``(kind, rows, shapes)``.
+
+    ``"lasso"``: a new lasso or box (``rows`` inside it, over *all* coordinates); ``"click"``:
+    points picked with a click (``rows`` from their customdata) - plotly keeps an earlier lasso in
+    the event, so a lasso whose shapes equal ``previous_shapes`` (those of the previous event) is
+    not new; ``"none"``: nothing selected. ``shapes`` is to be passed as ``previous_shapes`` next time.
+    """
+    shapes = event_shapes(event)
+    if shapes and shapes != previous_shapes:
+        return "lasso", selection_indices(event, coordinates), shapes
+    clicked = selection_indices({"selection": {"points": _selection_of(event).get("points") or []}})
+    if clicked is not None:
+        return "click", clicked, shapes
+    return "none", None, shapes
+
+
+def selection_overlay(rows, chart_rows, same_chart: bool) -> str:
+    """How the scatter shows the current selection ``rows``, given what the chart shows by itself.
+
+    ``chart_rows`` are the rows of the chart's own current lasso / box or click (None without one)
+    and ``same_chart`` says whether the figure about to be drawn is the one drawn last (same run,
+    projection, colours, pick, revision), so that the browser still shows that lasso.
+
+    Returns ``"keep"`` when plotly already highlights exactly ``rows`` (the common case: a new
+    lasso): draw the figure exactly as last time, so Streamlit sends a tiny reference instead of the
+    scatter again and the browser keeps the chart as it is; ``"highlight"`` when the selection must
+    be drawn into the figure (union, intersection, remove, a loaded tag, a redrawn chart);
+    ``"clear"`` when nothing is selected but the chart still shows an old lasso (draw it with a new
+    revision, which mounts a fresh chart); ``"none"`` otherwise.
+    """
+    rows = np.unique(np.asarray(rows, int))
+    shows = same_chart and chart_rows is not None and len(chart_rows) > 0
+    if not len(rows):
+        return "clear" if shows else "none"
+    if shows and np.array_equal(rows, np.unique(np.asarray(chart_rows, int))):
+        return "keep"
+    return "highlight"
+
+
+def apply_chart_event(state, event, coordinates, mode: str = "replace") -> None:
+    """Apply a new chart selection event to the page ``state`` (``st.session_state`` or a dict): a
+    lasso / box combines into ``explore_rows`` by ``mode``, a click on one point sets
+    ``explore_pick``. Each event is applied once (``explore_event`` keeps its signature); after
+    ``explore_skip_event`` is set (e.g. another run was chosen) the chart's current event is ignored.
+    ``explore_shapes`` and ``explore_chart_rows`` remember what the chart itself shows."""
+    signature = event_signature(event)
+    if state.pop("explore_skip_event", False):
+        state["explore_event"], state["explore_shapes"], state["explore_chart_rows"] = signature, event_shapes(
+            event), None
+    if signature == state.get("explore_event"):
+        return
+    kind, new, shapes = read_event(event, coordinates, state.get("explore_shapes", ""))
+    state["explore_event"], state["explore_shapes"] = signature, shapes
+    state["explore_chart_rows"] = None if new is None else new.tolist()
+    if kind == "click" and len(new) == 1:
+        state["explore_pick"] = int(new[0])
+    elif new is not None:
+        state["explore_rows"] = combine(np.asarray(state.get("explore_rows") or [], int), new, mode).tolist()
+
+
+def scatter_highlight(state, rows, base: str) -> tuple[np.ndarray | None, int]:
+    """What to draw for the selection ``rows`` into the scatter: (rows to highlight or None, revision)
+    for :func:`embedding_figure`, following :func:`selection_overlay`. ``base`` identifies everything
+    else the figure shows (run, projection, colours, pick); ``state`` keeps what was drawn last
+    (``explore_drawn``, ``explore_revision``)."""
+    revision = int(state.get("explore_revision", 0))
+    drawn = state.get("explore_drawn") or {}
+    how = selection_overlay(rows, state.get("explore_chart_rows"),
+                            drawn.get("base") == base and drawn.get("revision") == revision)
+    highlight = drawn.get("highlight") if how == "keep" else (
+        np.asarray(rows, int).tolist() if how == "highlight" else None)
+    if how == "clear":
+        revision += 1
+        state["explore_revision"] = revision
+    state["explore_drawn"] = {"base": base, "revision": revision, "highlight": highlight}
+    return (None if highlight is None else np.asarray(highlight, int)), revision
+
+
 COMBINE = {"replace": "New", "union": "Union", "intersection": "Intersection", "difference": "Remove"}
 
 
@@ -391,26 +629,52 @@ def selection_summary(data: ExploreData, index) -> str:
 
 
 # ============================================================================ linked views
-def band_statistics(spectra: np.ndarray, index) -> dict[str, np.ndarray]:
-    """Median and 16-84 % band of the selected spectra and of the rest."""
+MAX_BAND_SPECTRA = 1000
+
+
+def _quantiles(values: np.ndarray, fractions) -> np.ndarray:
+    """Quantiles along axis 0 with linear interpolation (numpy's default method), through one sort
+    (several times faster than ``np.percentile`` on (n, 7214) arrays)."""
+    ordered = np.sort(values, axis=0)
+    position = np.asarray(fractions, float) * (len(ordered) - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, len(ordered) - 1)
+    weight = (position - low)[:, None].astype(ordered.dtype)
+    return ordered[low] * (1 - weight) + ordered[high] * weight
+
+
+def band_statistics(spectra: np.ndarray, index, max_spectra: int | None = MAX_BAND_SPECTRA,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """16th, 50th and 84th percentile of the selected spectra and of the rest: arrays (3, n_pixels).
+
+    A group larger than ``max_spectra`` is summarised by a reproducible random subsample of that
+    many spectra (a display statistic: with 1000 spectra a percentile is known to about 1 % of
+    the band width), which keeps a lasso over 10,000 APOGEE spectra well under a second.
+    """
     spectra = np.asarray(spectra)
     mask = np.zeros(len(spectra), bool)
     mask[np.asarray(index, int)] = True
+    rng = np.random.default_rng(seed)
     result = {}
     for name, rows in (("selection", mask), ("rest", ~mask)):
-        if rows.any():
-            low, median, high = np.percentile(spectra[rows], [16, 50, 84], axis=0)
-            result[name] = np.stack([low, median, high])
+        rows = np.flatnonzero(rows)
+        if not len(rows):
+            continue
+        if max_spectra and len(rows) > max_spectra:
+            rows = np.sort(rng.choice(rows, size=int(max_spectra), replace=False))
+        result[name] = _quantiles(spectra[rows].astype(np.float32, copy=False), [0.16, 0.5, 0.84])
     return result
 
 
 def selection_spectra_figure(wavelength, spectra, index, height: int = 380):
+    """Median and 16-84 % band of the selection against the rest. SVG lines (not WebGL): the
+    browser draws six lines of a few thousand points faster than it sets up a WebGL context."""
     import plotly.graph_objects as go
 
     from .plots import FLUX_TITLE, WAVELENGTH_TITLE
 
     stats = band_statistics(spectra, index)
-    wavelength = np.asarray(wavelength, float)
+    wavelength = np.asarray(wavelength, np.float32)
     colours = {"selection": ("#dd6b20", "rgba(221,107,32,0.25)"), "rest": ("#4a5568", "rgba(74,85,104,0.18)")}
     figure = go.Figure()
     n_sel = len(np.asarray(index))
@@ -420,12 +684,12 @@ def selection_spectra_figure(wavelength, spectra, index, height: int = 380):
         low, median, high = stats[name]
         line, fill = colours[name]
         label = f"selection ({n_sel})" if name == "selection" else f"rest ({len(spectra) - n_sel})"
-        figure.add_trace(go.Scattergl(x=wavelength, y=high, mode="lines", line=dict(width=0), showlegend=False,
-                                      hoverinfo="skip", name=f"{name} 84 %"))
-        figure.add_trace(go.Scattergl(x=wavelength, y=low, mode="lines", line=dict(width=0), fill="tonexty",
-                                      fillcolor=fill, name=f"{label} 16–84 %", hoverinfo="skip"))
-        figure.add_trace(go.Scattergl(x=wavelength, y=median, mode="lines", line=dict(color=line, width=1.4),
-                                      name=f"{label} median"))
+        figure.add_trace(go.Scatter(x=wavelength, y=high, mode="lines", line=dict(width=0), showlegend=False,
+                                    hoverinfo="skip", name=f"{name} 84 %"))
+        figure.add_trace(go.Scatter(x=wavelength, y=low, mode="lines", line=dict(width=0), fill="tonexty",
+                                    fillcolor=fill, name=f"{label} 16–84 %", hoverinfo="skip"))
+        figure.add_trace(go.Scatter(x=wavelength, y=median, mode="lines", line=dict(color=line, width=1.4),
+                                    name=f"{label} median"))
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=60, r=20, t=30, b=45),
                          xaxis=dict(title=WAVELENGTH_TITLE, showline=True, mirror=True, linecolor="#444"),
                          yaxis=dict(title=FLUX_TITLE, showline=True, mirror=True, linecolor="#444"),
@@ -483,23 +747,45 @@ def find_object(data: ExploreData, text: str) -> int:
     raise ExploreError(f"No object with id {text!r} in this run (ids look like {data.ids[0]!r}).")
 
 
+def _distances(values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every row of ``values`` to ``query`` (chunked: memory stays flat for big X)."""
+    values = np.asarray(values, np.float32)
+    query = np.asarray(query, np.float64).ravel()
+    if values.ndim != 2 or query.size != values.shape[1]:
+        raise ExploreError(f"The query has {query.size} dimensions but the representation has "
+                           f"{values.shape[1] if values.ndim == 2 else '?'}.")
+    distances = np.empty(len(values), np.float64)
+    for start in range(0, len(values), 8192):
+        block = values[start:start + 8192].astype(np.float64) - query
+        distances[start:start + 8192] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return distances
+
+
+def _closest(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    finite = np.flatnonzero(np.isfinite(distances))
+    k = int(max(1, min(k, len(finite))))
+    rows = finite[np.argpartition(distances[finite], k - 1)[:k]] if k < len(finite) else finite
+    rows = rows[np.argsort(distances[rows], kind="stable")]
+    return rows, distances[rows]
+
+
 def nearest_neighbours(values: np.ndarray, index: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` objects closest to row ``index`` (Euclidean distance in ``values``, itself excluded).
     Returns (rows, distances), nearest first."""
-    values = np.asarray(values, np.float32)
     index = int(index)
     if not 0 <= index < len(values):
         raise ExploreError(f"Object {index} is outside this run (0–{len(values) - 1}).")
-    k = int(max(1, min(k, len(values) - 1)))
-    distances = np.empty(len(values), np.float64)
-    query = values[index].astype(np.float64)
-    for start in range(0, len(values), 8192):  # chunks keep memory flat for big X
-        block = values[start:start + 8192].astype(np.float64) - query
-        distances[start:start + 8192] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    distances = _distances(values, np.asarray(values[index]))
     distances[index] = np.inf
-    rows = np.argpartition(distances, k - 1)[:k] if k < len(values) - 1 else np.flatnonzero(np.isfinite(distances))
-    rows = rows[np.argsort(distances[rows], kind="stable")]
-    return rows, distances[rows]
+    return _closest(distances, k)
+
+
+def neighbours_of(values: np.ndarray, query, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` objects closest to a vector ``query`` that is not one of the objects (an uploaded
+    spectrum's X, z or h). Returns (rows, distances), nearest first."""
+    if not len(values):
+        raise ExploreError("This run has no objects to compare with.")
+    return _closest(_distances(values, query), k)
 
 
 def neighbours_table(data: ExploreData, rows, distances) -> pd.DataFrame:
@@ -509,21 +795,252 @@ def neighbours_table(data: ExploreData, rows, distances) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def neighbours_figure(wavelength, spectra, index: int, rows, names, offset: float = 0.0, height: int = 380):
+def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0.0, height: int = 380):
+    """The query spectrum (black) with its neighbours' spectra; ``query`` is a flux array (a row of
+    ``spectra`` or an uploaded spectrum on the same grid); ``names`` are the query's then the rows'."""
     import plotly.graph_objects as go
 
     from .plots import FLUX_TITLE, WAVELENGTH_TITLE
 
+    wavelength = np.asarray(wavelength, np.float32)
     figure = go.Figure()
-    figure.add_trace(go.Scattergl(x=wavelength, y=spectra[int(index)], mode="lines", name=f"{names[0]} (query)",
-                                  line=dict(color="#000", width=1.6)))
+    figure.add_trace(go.Scatter(x=wavelength, y=np.asarray(query, np.float32), mode="lines",
+                                name=f"{names[0]} (query)", line=dict(color="#000", width=1.6)))
     for i, row in enumerate(rows):
-        figure.add_trace(go.Scattergl(x=wavelength, y=spectra[int(row)] + offset * (i + 1), mode="lines",
-                                      name=names[i + 1], line=dict(width=1), opacity=0.7))
+        figure.add_trace(go.Scatter(x=wavelength, y=np.asarray(spectra[int(row)], np.float32) + offset * (i + 1),
+                                    mode="lines", name=names[i + 1], line=dict(width=1), opacity=0.7))
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=60, r=20, t=30, b=45),
                          xaxis=dict(title=WAVELENGTH_TITLE, showline=True, mirror=True, linecolor="#444"),
                          yaxis=dict(title=FLUX_TITLE, showline=True, mirror=True, linecolor="#444"),
                          legend=dict(orientation="v", x=1.01, y=1), meta={"linked": "neighbours"})
+    return figure
+
+
+# ============================================================================ neighbours of an uploaded spectrum
+@dataclass
+class UploadedSpectrum:
+    """One spectrum from an uploaded file, on the run's wavelength grid."""
+
+    name: str                  # the file name (and the row, for a file with several spectra)
+    flux: np.ndarray           # (n_pixels,) on the run's grid
+    conditional: dict[str, float]  # the file's values of the run's conditional parameters (may be partial)
+    missing: tuple[str, ...]   # conditional parameters the file does not give
+    resampled: bool            # interpolated onto the run's grid
+    n_in_file: int
+    index: int
+    label_text: str            # the file's labels of this spectrum, for display
+
+
+def read_upload(name: str, payload: bytes, run, index: int = 0, resample: bool = True,
+                max_mb: float | None = None) -> UploadedSpectrum:
+    """Read spectrum ``index`` of an uploaded FITS / CSV / npz file (the Spectra page's readers, size
+    limit and checks) and bring it onto ``run``'s wavelength grid.
+
+    The grid must match (:func:`astrocore.data.readers.check_compatible`) or, with ``resample``,
+    cover the run's range (linear interpolation, :func:`~astrocore.data.readers.resample_to`).
+    Conditional parameters (Teff, log g, ...) are taken from the file's labels when present; the
+    others are listed in ``missing`` for the user to give. Every problem is an
+    :class:`ExploreError` whose message says what was expected and what arrived.
+    """
+    from .app_logic import MAX_UPLOAD_MB, UploadError, describe_object, load_uploaded_spectra
+    from .data.dataset import DataError
+    from .data.readers import check_compatible, resample_to
+
+    try:
+        dataset, _ = load_uploaded_spectra(name, payload, MAX_UPLOAD_MB if max_mb is None else max_mb)
+    except UploadError as error:
+        raise ExploreError(str(error)) from None
+    n_in_file = len(dataset)
+    if not n_in_file:
+        raise ExploreError(f"{name} holds no spectra.")
+    index = int(index)
+    if not 0 <= index < n_in_file:
+        raise ExploreError(f"{name} holds {n_in_file} spectra; there is no spectrum number {index + 1}.")
+    dataset = dataset.subset([index])
+    resampled = False
+    try:
+        check_compatible(dataset, run.wavelength)
+    except DataError as error:
+        problem = str(error).replace(f"{dataset.provenance.get('file', '')}: ", "")
+        if not resample:
+            raise ExploreError(f"{name}: {problem}") from None
+        try:
+            dataset = resample_to(dataset, run.wavelength)
+        except DataError as resample_error:
+            reason = str(resample_error).removeprefix("cannot resample: ")
+            raise ExploreError(f"{name} cannot be compared with this run: {reason}") from None
+        resampled = True
+    flux = np.asarray(dataset.spectra[0], np.float32)
+    conditional, missing = {}, []
+    for label in run.conditional:
+        value = float(dataset.labels[label][0]) if label in dataset.labels.colnames else float("nan")
+        if np.isfinite(value):
+            conditional[label] = value
+        else:
+            missing.append(label)
+    return UploadedSpectrum(name=name, flux=flux, conditional=conditional, missing=tuple(missing),
+                            resampled=resampled, n_in_file=n_in_file, index=index,
+                            label_text=describe_object(dataset.labels, 0))
+
+
+def conditional_defaults(run) -> dict[str, float]:
+    """The centre of the training range of each conditional parameter (physical units)."""
+    return {name: 0.5 * (low + high) for name, (low, high) in run.training_range.items()}
+
+
+def query_vector(run, spectrum: UploadedSpectrum, representation: str, conditional: dict | None = None) -> np.ndarray:
+    """The uploaded spectrum in ``representation``: its flux (X), its latent z or its encoder
+    features h, encoded at ``conditional`` (default: the file's values; every parameter is needed)."""
+    if representation == "X":
+        return spectrum.flux
+    values = {**spectrum.conditional, **(conditional or {})}
+    cp = _conditional_rows(run, values, 1)
+    if representation == "z":
+        return np.asarray(run.encode(spectrum.flux[None], cp)[0], np.float32)
+    if representation == "h":
+        return encoder_features(run, spectrum.flux[None], cp)[0]
+    raise ExploreError(f"representation must be one of {list(REPRESENTATIONS)}; got {representation!r}.")
+
+
+def upload_neighbours(run, data: ExploreData, spectrum: UploadedSpectrum, representation: str, k: int = 5,
+                      conditional: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` objects of the run closest to an uploaded spectrum in ``representation``."""
+    values = representation_values(data, representation)
+    return neighbours_of(values, query_vector(run, spectrum, representation, conditional), k)
+
+
+# ============================================================================ cutouts
+#: Effective wavelengths [Å] of common photometric bands, to order a cutout's bands from blue to red.
+BAND_WAVELENGTHS = {
+    "FUV": 1530, "NUV": 2310, "u": 3551, "U": 3650, "B": 4450, "g": 4686, "BP": 5110, "V": 5510,
+    "r": 6166, "G": 6230, "R": 6580, "i": 7480, "RP": 7770, "I": 8060, "z": 8932, "y": 9633, "Y": 10310,
+    "J": 12350, "H": 16620, "Ks": 21460, "K": 21590, "W1": 33680, "W2": 46180, "W3": 120820, "W4": 221940,
+}
+MAX_CUTOUTS = 48
+
+
+def band_wavelength(name: str) -> float | None:
+    """The effective wavelength [Å] of a band called e.g. ``r``, ``sdss_r``, ``HSC-i`` or ``W1``."""
+    import re
+
+    name = str(name).strip()
+    for candidate in (name, re.split(r"[_\-. /]", name)[-1], name.removesuffix("-band").removesuffix("_band")):
+        if candidate in BAND_WAVELENGTHS:
+            return float(BAND_WAVELENGTHS[candidate])
+    return None
+
+
+def bands_blue_to_red(bands) -> list[int]:
+    """Plane indices ordered from the bluest band to the reddest (known band names by wavelength;
+    unknown names keep their order, which is assumed to run from blue to red)."""
+    bands = list(bands)
+    known = [band_wavelength(b) for b in bands]
+    if any(w is None for w in known):
+        return list(range(len(bands)))
+    return sorted(range(len(bands)), key=lambda i: known[i])
+
+
+def rgb_bands(bands) -> tuple[int, int, int]:
+    """Plane indices (R, G, B) of the default colour composite: the bands ordered blue to red, the
+    bluest dropped when there are five or more (u of ugriz is noisy), then the first three: reddest
+    of them -> R. ugriz -> (i, r, g) like SDSS's colour images; grz -> (z, r, g). With fewer than
+    three bands the reddest fills the missing channels."""
+    order = bands_blue_to_red(bands)
+    if len(order) >= 5:
+        order = order[1:]
+    chosen = order[:3]
+    while len(chosen) < 3:
+        chosen.append(chosen[-1])
+    return chosen[2], chosen[1], chosen[0]
+
+
+def cutout_modes(bands) -> dict[str, str]:
+    """Display modes of cutouts: ``rgb`` (a colour composite) and one greyscale mode per band."""
+    if not bands:
+        return {}
+    r, g, b = rgb_bands(bands)
+    modes = {"rgb": f"colour ({bands[r]}, {bands[g]}, {bands[b]} → R, G, B)"}
+    modes.update({str(name): f"{name} band" for name in bands})
+    return modes
+
+
+def cutout_rgb(images: np.ndarray, bands, mode: str = "rgb", stretch: float | None = None,
+               q: float = 8.0) -> np.ndarray:
+    """Cutouts (k, n_bands, h, w) as 8-bit RGB images (k, h, w, 3): a Lupton et al. (2004) asinh
+    composite (``astropy.visualization.make_lupton_rgb``) of three bands, or one band in grey
+    (``mode`` = its name). One stretch for all of them (from the pixels' 99.5th percentile above
+    the per-band median sky, unless ``stretch`` is given), so brightnesses compare across the grid."""
+    from astropy.visualization import make_lupton_rgb
+
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4:
+        raise ExploreError(f"Cutouts must be an array (k, n_bands, height, width); got shape {images.shape}.")
+    bands = list(bands)
+    if mode == "rgb":
+        planes = rgb_bands(bands)
+    elif mode in bands:
+        planes = (bands.index(mode),) * 3
+    else:
+        raise ExploreError(f"mode must be 'rgb' or one of the bands {bands}; got {mode!r}.")
+    if not len(images):
+        return np.zeros((0,) + images.shape[2:] + (3,), np.uint8)
+    chosen = np.nan_to_num(images[:, list(planes)], nan=0.0, posinf=0.0, neginf=0.0)
+    sky = np.median(chosen, axis=(0, 2, 3), keepdims=True)
+    chosen = chosen - sky
+    if stretch is None:  # half the 99.5th percentile: compact sources reach the bright end of the scale
+        stretch = 0.5 * float(np.percentile(chosen, 99.5))
+        stretch = stretch if stretch > 0 else float(np.max(np.abs(chosen))) or 1.0
+    return np.stack([make_lupton_rgb(c[0], c[1], c[2], minimum=0.0, stretch=stretch, Q=q) for c in chosen])
+
+
+def _png_data_uri(image: np.ndarray) -> str:
+    import base64
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def cutout_grid_figure(images, bands, rows, names=None, mode: str = "rgb", columns: int = 8,
+                       max_cutouts: int = MAX_CUTOUTS, tile_px: int = 110, title: str = "", linked: str = "cutouts"):
+    """A grid of the cutouts of ``rows`` (full-set row numbers into ``images`` (n, n_bands, h, w)),
+    as RGB composites or one band in grey (see :func:`cutout_rgb`), one name under each.
+
+    The grid is one mosaic image sent as a PNG (a few tens of kB for 48 cutouts), not one trace per
+    cutout. At most ``max_cutouts`` are drawn (the first rows given; the meta says how many).
+    """
+    import plotly.graph_objects as go
+
+    rows = np.asarray(rows, int)[:max_cutouts]
+    names = [str(n) for n in (names if names is not None else rows)][:len(rows)]
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ExploreError(f"Cutouts must be an array (n, n_bands, height, width); got shape {images.shape}.")
+    figure = go.Figure()
+    height_px, width_px = images.shape[2], images.shape[3]
+    columns = max(1, min(int(columns), len(rows) or 1))
+    n_rows = max(1, -(-len(rows) // columns))
+    gap = max(1, width_px // 16)
+    label = int(np.ceil(height_px * 15 / tile_px))  # room for a name under each tile (about 15 screen px)
+    step_x, step_y = width_px + gap, height_px + gap + label
+    mosaic = np.full((n_rows * step_y, columns * step_x - gap, 3), 255, np.uint8)
+    tiles = cutout_rgb(images[rows], bands, mode) if len(rows) else []
+    annotations = []
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y0, x0 = r * step_y, c * step_x
+        mosaic[y0:y0 + height_px, x0:x0 + width_px] = tile
+        annotations.append(dict(x=x0 + width_px / 2, y=y0 + height_px + label / 2, text=names[i], showarrow=False,
+                                xanchor="center", yanchor="middle", font=dict(size=10, color="#333")))
+    figure.add_trace(go.Image(source=_png_data_uri(mosaic), hoverinfo="skip"))
+    figure.update_layout(
+        height=int(n_rows * tile_px * step_y / height_px + (40 if title else 10)), template="plotly_white",
+        margin=dict(l=4, r=4, t=34 if title else 4, b=4), title=dict(text=title) if title else None,
+        xaxis=dict(visible=False, range=[-0.5, mosaic.shape[1] - 0.5], constrain="domain"),
+        yaxis=dict(visible=False, range=[mosaic.shape[0] - 0.5, -0.5], scaleanchor="x", constrain="domain"),
+        annotations=annotations, meta={"linked": linked, "n_cutouts": len(tiles), "mode": mode})
     return figure
 
 

@@ -1,5 +1,6 @@
-"""Embedding explorer: UMAP / t-SNE / PCA of any run, colours, lasso selections with linked views,
-nearest neighbours, tags and export.
+"""Embedding explorer: UMAP / t-SNE / PCA of any run (latent z, input spectra X or encoder features
+h), colours, lasso selections with linked views (spectra, label histograms, cutouts), nearest
+neighbours of a picked object or of an uploaded spectrum, decoder sliders, tags and export.
 
 UI only: the logic (projections, selections, neighbours, tags, export, figures) lives in
 astrocore.explore, background work in astrocore.jobs.
@@ -13,6 +14,7 @@ from streamlit.errors import StreamlitAPIException
 from astrocore import app_logic as logic
 from astrocore import explore, plots
 from astrocore.data.dataset import DataError
+from astrocore.ui_components import clicks_through_selections, conditional_sliders
 
 if not st.session_state.get("astrocore_app"):
     # Opened by URL before app.py ever ran in this server (Streamlit's pages/-folder mode): run the app
@@ -23,7 +25,7 @@ if not st.session_state.get("astrocore_app"):
     runpy.run_path(str(Path(__file__).resolve().parents[1] / "app.py"), run_name="__main__")
     st.stop()
 
-CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["autoScale2d"],
+CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["autoScale2d"], "editSelection": False,
                 "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -43,9 +45,22 @@ def get_hover(path: str, stamp: float):
     return explore.hover_texts(get_data(path, stamp))
 
 
-@st.cache_data(max_entries=16, show_spinner="Projecting with PCA …")
+@st.cache_data(max_entries=16, show_spinner="Projecting with PCA (the encoder features h are computed first) …")
 def get_pca(path: str, stamp: float, representation: str):
     return explore.compute_projection(get_data(path, stamp), representation, "pca")
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the spectrum …")
+def read_upload(path: str, stamp: float, name: str, payload: bytes, index: int):
+    return explore.read_upload(name, payload, get_run(path, stamp), index=index)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def get_cutouts(path: str, stamp: float, rows: tuple, mode: str, title: str, linked: str):
+    data = get_data(path, stamp)
+    names = [str(data.ids[r]) for r in rows]
+    return explore.cutout_grid_figure(data.images, data.bands, list(rows), names, mode=mode, title=title,
+                                      linked=linked)
 
 
 def rerun_fragment() -> None:
@@ -58,8 +73,9 @@ def rerun_fragment() -> None:
 
 # ============================================================================ page
 st.title("Embedding explorer")
-st.caption("Project a run's latent z or its input spectra X to 2-d, colour by any label, lasso a group of stars "
-           "and compare their spectra and labels with the rest, find nearest neighbours, tag and export.")
+st.caption("Project a run's latent z, its input spectra X or its encoder features h to 2-d, colour by any label, "
+           "lasso a group of stars and compare their spectra and labels with the rest, find the nearest neighbours "
+           "of a star or of an uploaded spectrum, tag and export.")
 
 records = logic.finished_runs()
 if not records:
@@ -70,14 +86,8 @@ by_id = {r.id: r for r in records}
 if st.session_state.get("explore_run") not in by_id:
     st.session_state.explore_run = logic.choose_default_run(records).id
 
-top = st.columns([3, 2, 3])
+top = st.columns([3, 4, 4])
 run_id = top[0].selectbox("Run", list(by_id), key="explore_run", format_func=lambda rid: logic.run_label(by_id[rid]))
-representation = top[1].radio("Representation", list(explore.REPRESENTATIONS), key="explore_rep", horizontal=True,
-                              format_func=explore.REPRESENTATIONS.get)
-method = top[2].radio("Projection", list(explore.METHODS), key="explore_method", horizontal=True,
-                      format_func=explore.METHODS.get,
-                      help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "
-                           "the run folder per (representation, method, parameters).")
 record = by_id[run_id]
 stamp = logic.run_stamp(record)
 try:
@@ -86,6 +96,17 @@ try:
 except (DataError, explore.ExploreError, OSError, ValueError, RuntimeError, KeyError) as error:
     st.error(f"The run {record.id} could not be opened for exploring: {error}", icon=":material/error:")
     st.stop()
+available = [r for r in explore.REPRESENTATIONS if r != "h" or data.feature_source is not None]
+if st.session_state.get("explore_rep") not in available:
+    st.session_state.explore_rep = "z"
+representation = top[1].radio("Representation", available, key="explore_rep", horizontal=True,
+                              format_func=explore.REPRESENTATIONS.get,
+                              help="z: the model's latent vectors; X: the input spectra; h: the activations of the "
+                                   "encoder's last hidden layer (computed from the model when first chosen).")
+method = top[2].radio("Projection", list(explore.METHODS), key="explore_method", horizontal=True,
+                      format_func=explore.METHODS.get,
+                      help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "
+                           "the run folder per (representation, method, parameters).")
 
 params = {}
 if method != "pca":
@@ -119,19 +140,31 @@ except explore.ExploreError as error:
 if coordinates is None:
     status = explore.projection_status(record.path, representation, method, params, seed)
     expected = explore.expected_seconds(len(data), method)
-    if status["state"] in ("starting", "running"):
+    if status["state"] in ("starting", "running", "cancelling"):
         @st.fragment(run_every=1.0)
         def wait_for_projection():
             current = explore.projection_status(record.path, representation, method, params, seed)
-            if current["state"] not in ("starting", "running"):
+            if current["state"] not in ("starting", "running", "cancelling"):
                 st.rerun()
+            if current["state"] == "cancelling":
+                st.progress(1.0, text="Cancelling …")
+                return
             fraction = min(0.95, current["elapsed"] / max(expected, 1.0))
-            st.progress(fraction, text=f"Computing {explore.METHODS[method]} of {len(data):,} "
-                                       f"{explore.REPRESENTATIONS[representation]} vectors in the background … "
-                                       f"{current['elapsed']:.0f} s (about {expected:.0f} s expected). "
-                                       "You can leave the page; the result is kept in the run folder.")
+            row = st.columns([5, 1], vertical_alignment="center")
+            row[0].progress(fraction, text=f"Computing {explore.METHODS[method]} of {len(data):,} "
+                                           f"{explore.REPRESENTATIONS[representation]} vectors in the background … "
+                                           f"{current['elapsed']:.0f} s (about {expected:.0f} s expected). "
+                                           "You can leave the page; the result is kept in the run folder.")
+            if row[1].button("Cancel", key="explore_cancel", icon=":material/cancel:", width="stretch"):
+                try:
+                    explore.cancel_projection(record.path, representation, method, params, seed)
+                except explore.ExploreError as error:
+                    st.error(str(error))
+                st.rerun()
         wait_for_projection()
     else:
+        if status["state"] == "cancelled":
+            st.caption("The last attempt was cancelled.")
         if status["state"] == "failed":
             st.error(f"The projection failed: {status['message'] or 'see the log below'}", icon=":material/error:")
             if status.get("log"):
@@ -180,26 +213,18 @@ if len(shown) < len(data):
 def explorer() -> None:
     # The chart's last selection event is in session state before the chart is drawn: applying it
     # first draws the highlighted selection and the linked views in one pass, not two.
-    event = st.session_state.get("explore_chart")
-    signature = json.dumps((event or {}).get("selection") or {}, sort_keys=True, default=str)
-    if st.session_state.pop("explore_skip_event", False):
-        st.session_state.explore_event = signature
-    if signature != st.session_state.get("explore_event"):
-        st.session_state.explore_event = signature
-        selection = (event or {}).get("selection") or {}
-        new = explore.selection_indices(event, coordinates)
-        if new is not None:
-            if not (selection.get("lasso") or selection.get("box")) and len(new) == 1:
-                st.session_state.explore_pick = int(new[0])  # a click picks one object
-            else:
-                previous = np.asarray(st.session_state.get("explore_rows") or [], int)
-                st.session_state.explore_rows = explore.combine(previous, new, mode).tolist()
+    explore.apply_chart_event(st.session_state, st.session_state.get("explore_chart"), coordinates, mode)
     rows = np.asarray(st.session_state.get("explore_rows") or [], int)
     pick = st.session_state.get("explore_pick")
+    # After a new lasso plotly already highlights the selection: the scatter is then drawn exactly as
+    # before, so Streamlit sends a reference instead of the figure and the browser redraws nothing.
+    base = json.dumps([selection_owner, representation, method, params, seed, colour, len(shown), pick], default=str)
+    highlight, revision = explore.scatter_highlight(st.session_state, rows, base)
     title = f"{explore.METHODS[method].split(' ')[0]} of {explore.REPRESENTATIONS[representation]} · {record.id}"
     figure = explore.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
-                                      hover=get_hover(str(record.path), stamp), shown=shown, selected=rows,
-                                      marked=pick, title=title)
+                                      hover=get_hover(str(record.path), stamp), shown=shown,
+                                      selected=highlight, marked=pick, title=title, revision=revision)
+    clicks_through_selections()
     st.plotly_chart(figure, key="explore_chart", on_select="rerun",
                     selection_mode=("lasso", "box", "points"), config=CHART_CONFIG, theme=None)
     st.caption("Drag to lasso (the toolbar also has a box tool). To pick one object for its neighbours and the "
@@ -229,9 +254,35 @@ def selection_views(rows: np.ndarray) -> None:
                         config=plots.PLOTLY_CONFIG, theme=None)
     except explore.ExploreError as error:
         st.caption(str(error))
-    with st.expander(f"The {len(rows):,} selected objects"):
-        st.dataframe(data.table.iloc[rows], hide_index=True, width="stretch")
+    if data.images is not None:
+        cutouts_view(rows)
+    with st.expander(f"The {len(rows):,} selected objects", key="explore_table_open", on_change="rerun") as table:
+        if table.open:  # built only when opened: a 10,000-row table would slow every lasso
+            st.dataframe(data.table.iloc[rows], hide_index=True, width="stretch")
     tags_view(rows)
+
+
+def cutout_mode() -> str:
+    modes = explore.cutout_modes(data.bands)
+    if st.session_state.get("explore_cutout_mode") not in modes:
+        st.session_state.explore_cutout_mode = "rgb"
+    return st.session_state.explore_cutout_mode
+
+
+def cutouts_view(rows: np.ndarray) -> None:
+    """A grid of the selection's cutouts (a reproducible sample of them when there are many)."""
+    modes = explore.cutout_modes(data.bands)
+    cutout_mode()
+    columns = st.columns([2, 3], vertical_alignment="bottom")
+    columns[0].markdown(f"**Cutouts** ({', '.join(data.bands)})")
+    columns[1].selectbox("Show", list(modes), key="explore_cutout_mode", format_func=modes.get,
+                         label_visibility="collapsed")
+    shown_rows = rows
+    if len(rows) > explore.MAX_CUTOUTS:
+        shown_rows = rows[explore.display_subset(len(rows), explore.MAX_CUTOUTS)]
+        st.caption(f"{explore.MAX_CUTOUTS} of the {len(rows):,} selected objects, chosen at random.")
+    st.plotly_chart(get_cutouts(str(record.path), stamp, tuple(int(r) for r in shown_rows), cutout_mode(), "",
+                                "cutouts"), key="explore_cutouts", config=plots.PLOTLY_CONFIG, theme=None)
 
 
 def tags_view(rows: np.ndarray) -> None:
@@ -273,8 +324,18 @@ def tags_view(rows: np.ndarray) -> None:
                        f"latent vector z_0 … z_{data.latent.shape[1] - 1}.")
 
 
+NEIGHBOURS_OF = {"object": "an object of this run", "upload": "an uploaded spectrum"}
+
+
 def neighbours_view() -> None:
-    st.markdown("#### Nearest neighbours")
+    header = st.columns([3, 2], vertical_alignment="bottom")
+    header[0].markdown("#### Nearest neighbours")
+    source = header[1].segmented_control("Neighbours of", list(NEIGHBOURS_OF), key="explore_nn_source",
+                                         default="object", format_func=NEIGHBOURS_OF.get,
+                                         label_visibility="collapsed") or "object"
+    if source == "upload":
+        upload_neighbours_view()
+        return
     columns = st.columns([3, 1, 1], vertical_alignment="bottom")
     typed = columns[0].text_input("Object id (or click a point)", key="explore_nn_id",
                                   placeholder=f"e.g. {data.ids[0]}")
@@ -298,42 +359,91 @@ def neighbours_view() -> None:
     described = str(get_hover(str(record.path), stamp)[pick]).replace(f"id {data.ids[pick]} · ", "")
     st.markdown(f"**{data.ids[pick]}** · {described} — its {len(found)} nearest neighbours in "
                 f"{explore.REPRESENTATIONS[representation]} (Euclidean distance)")
+    show_neighbours(data.spectra[pick] if data.spectra is not None else None, str(data.ids[pick]), found, distances,
+                    query_row=pick)
+    if getattr(run, "method", "") == "disentangle" and data.spectra is not None:
+        decoder_view(pick)
+
+
+def show_neighbours(query, query_name: str, found, distances, query_row: int | None = None) -> None:
+    """The neighbours' table, their spectra beside the query's and (with images) their cutouts."""
     left, right = st.columns([2, 3])
     left.dataframe(explore.neighbours_table(data, found, distances), hide_index=True, width="stretch",
                    column_config={"distance": st.column_config.NumberColumn(format="%.4g")})
-    if data.spectra is not None:
-        names = [str(data.ids[pick])] + [f"{data.ids[r]} (d = {d:.3g})" for r, d in zip(found, distances)]
-        right.plotly_chart(explore.neighbours_figure(data.wavelength, data.spectra, pick, found, names),
+    if data.spectra is not None and query is not None:
+        names = [query_name] + [f"{data.ids[r]} (d = {d:.3g})" for r, d in zip(found, distances)]
+        right.plotly_chart(explore.neighbours_figure(data.wavelength, query, data.spectra, found, names),
                            key="explore_nn_chart", config=plots.PLOTLY_CONFIG, theme=None)
-    if getattr(run, "method", "") == "disentangle" and data.spectra is not None:
-        decoder_view(pick)
+    if data.images is not None:
+        rows = ([query_row] if query_row is not None else []) + [int(r) for r in found]
+        st.plotly_chart(get_cutouts(str(record.path), stamp, tuple(rows), cutout_mode(),
+                                    "The query (first) and its neighbours" if query_row is not None else
+                                    "The neighbours", "neighbour_cutouts"),
+                        key="explore_nn_cutouts", config=plots.PLOTLY_CONFIG, theme=None)
+
+
+def upload_neighbours_view() -> None:
+    """Nearest neighbours of a spectrum from a file: read, put on the run's grid, encode, compare."""
+    columns = st.columns([3, 1], vertical_alignment="bottom")
+    upload = columns[0].file_uploader(
+        "A spectrum: an astrocore/APOGEE FITS file, a FITS or CSV table (one flux_<wavelength> column per pixel) "
+        "or a .npz", key="explore_upload", on_change=lambda: st.session_state.pop("explore_upload_index", None),
+        help=f"The first spectrum of the file is used (choose another below). Spectra on another wavelength grid "
+             f"are interpolated onto the run's when they cover it; up to {logic.MAX_UPLOAD_MB} MB.")
+    k = columns[1].number_input("k", 1, 50, 5, key="explore_upload_k")
+    examples = sorted(p.name for p in logic.example_files() if not p.name.endswith(".zip"))
+    if upload is None:
+        st.caption("Upload a spectrum to find the objects of this run that resemble it most"
+                   + (f" (try {', '.join(f'`assets/{e}`' for e in examples)})." if examples else "."))
+        return
+    index = int(st.session_state.get("explore_upload_index", 1)) - 1
+    try:
+        spectrum = read_upload(str(record.path), stamp, upload.name, upload.getvalue(), max(index, 0))
+    except explore.ExploreError as error:
+        st.error(str(error), icon=":material/error:")
+        return
+    if spectrum.n_in_file > 1:
+        st.number_input(f"Spectrum in the file (1–{spectrum.n_in_file})", 1, spectrum.n_in_file, 1,
+                        key="explore_upload_index")
+    notes = [spectrum.label_text]
+    if spectrum.resampled:
+        notes.append("interpolated onto the run's wavelength grid")
+    st.caption(f"**{upload.name}** · " + " · ".join(notes))
+    conditional = dict(spectrum.conditional)
+    if representation != "X" and spectrum.missing:
+        st.markdown("The file does not give " + ", ".join(explore.COLUMN_TITLES.get(n, n).split(" [")[0]
+                                                          for n in spectrum.missing)
+                    + ", which the encoder needs: enter them (the training-range centre to start with).")
+        inputs = st.columns(len(spectrum.missing))
+        defaults = explore.conditional_defaults(run)
+        for column, name in zip(inputs, spectrum.missing):
+            low, high = run.training_range[name]
+            conditional[name] = column.number_input(explore.COLUMN_TITLES.get(name, name), value=float(defaults[name]),
+                                                    key=f"explore_upload_cp_{name}",
+                                                    help=f"Training range {low:g} – {high:g}.")
+    try:
+        found, distances = explore.upload_neighbours(run, data, spectrum, representation, int(k), conditional)
+    except (explore.ExploreError, DataError) as error:
+        st.error(str(error), icon=":material/error:")
+        return
+    st.markdown(f"The {len(found)} objects nearest to **{upload.name}** in "
+                f"{explore.REPRESENTATIONS[representation]} (Euclidean distance)")
+    show_neighbours(spectrum.flux, upload.name, found, distances)
 
 
 def decoder_view(pick: int) -> None:
     """The decoder beside the picked star: what would it look like at another Teff / log g?"""
     st.markdown(f"#### {data.ids[pick]} through the decoder")
-    specs = logic.slider_specs(run.training_range)
     own = explore.decoder_values(run, data, pick)
-    if st.session_state.get("explore_dec_star") != pick:
-        st.session_state.explore_dec_star = pick
-        for spec in specs:
-            st.session_state[f"explore_cp_{spec.name}"] = logic.snap(own[spec.name], spec)
     controls, chart = st.columns([1, 3])
-    values = {}
-    for spec in specs:
-        values[spec.name] = controls.slider(spec.title, spec.low, spec.high, step=spec.step,
-                                            key=f"explore_cp_{spec.name}", format=spec.format,
-                                            help=f"Training range {spec.train_low:g} – {spec.train_high:g}; this "
-                                                 f"star: {own[spec.name]:g}.")
+    values = conditional_sliders(run.training_range, own, key="explore_cp_", star=f"{selection_owner}#{pick}",
+                                 controls=controls, warnings=chart)
     try:
         original, generated, extrapolated = explore.generated_at(run, data, pick, values)
     except (explore.ExploreError, DataError) as error:
         st.error(str(error))
         return
-    message = logic.extrapolation_message(values, run.training_range)
     with chart:
-        if message:
-            st.warning(f"**Extrapolation** — {message}.", icon=":material/warning:")
         target = ", ".join(f"{explore.COLUMN_TITLES.get(k, k).split(' [')[0]} {v:g}" for k, v in values.items())
         figure = plots.spectrum_figure(data.wavelength, {"Original": original, "Generated": generated},
                                        {"Gen. − orig.": generated - original}, title=f"{data.ids[pick]} at {target}",

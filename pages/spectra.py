@@ -11,6 +11,7 @@ from astrocore import app_logic as logic
 from astrocore import jobs, plots
 from astrocore.data.dataset import LABEL_TITLES, DataError
 from astrocore.runs import runs_dir
+from astrocore.ui_components import conditional_sliders
 
 if not st.session_state.get("astrocore_app"):
     # Opened by URL before app.py ever ran in this server (Streamlit's pages/-folder mode): run the app
@@ -73,12 +74,9 @@ def hover_texts(path: str, stamp: float, source_json: str):
 
 
 # ============================================================================ state helpers
-def reset_star_state(run, dataset, index: int) -> None:
+def reset_star_state(index: int) -> None:
     """Point the sliders (and the latent editor) at star ``index``."""
-    st.session_state.star = int(index)
-    values = logic.star_conditionals(run, dataset.labels, index)
-    for spec in logic.slider_specs(run.training_range):
-        st.session_state[f"cp_{spec.name}"] = logic.snap(values[spec.name], spec)
+    st.session_state.star = int(index)  # the sliders snap to its values (astrocore.ui_components)
     for key in [k for k in st.session_state.keys() if str(k).startswith("z_")]:
         del st.session_state[key]
 
@@ -240,7 +238,7 @@ def generate_tab() -> None:
     choices = logic.star_choices(run, dataset, include_training=include_training, own_data=own)
     if st.session_state.get("star_dataset") != source_json or st.session_state.get("star") is None:
         st.session_state.star_dataset = source_json
-        reset_star_state(run, dataset, logic.default_star(choices, dataset))
+        reset_star_state(logic.default_star(choices, dataset))
     star = int(st.session_state.star)
     if star not in choices:
         choices = [star] + choices
@@ -248,7 +246,7 @@ def generate_tab() -> None:
     st.session_state.star_pick = star
 
     def on_pick():
-        reset_star_state(run, dataset, st.session_state.star_pick)
+        reset_star_state(st.session_state.star_pick)
 
     pick_col, map_col = st.columns([3, 2])
     pick_col.selectbox(
@@ -265,7 +263,7 @@ def generate_tab() -> None:
                                     config=plots.PLOTLY_CONFIG, theme=None)
             picked = clicked_star(event, "generate_map")
             if picked is not None and picked != star:
-                reset_star_state(run, dataset, picked)
+                reset_star_state(picked)
                 st.rerun()
     presets = plots.zoom_presets(run.wavelength)
     if st.session_state.get("zoom") not in presets:
@@ -289,23 +287,10 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
     """Only the sliders and what they redraw live here, so a slider move reruns as little as possible."""
     run = get_run(run_path, stamp)
     dataset = get_dataset(source_json)
-    specs = logic.slider_specs(run.training_range)
     star_values = logic.star_conditionals(run, dataset.labels, star)
     controls, chart = st.columns([1, 3], gap="medium")
-    values = {}
-    with controls:
-        for spec in specs:
-            key = f"cp_{spec.name}"
-            current = st.session_state.get(key, logic.snap(star_values[spec.name], spec))
-            st.session_state[key] = min(max(float(current), spec.low), spec.high)
-            values[spec.name] = st.slider(
-                spec.title, min_value=spec.low, max_value=spec.high, step=spec.step, key=key, format=spec.format,
-                help=f"Training range {spec.train_low:g} – {spec.train_high:g}; values outside it are "
-                     f"extrapolation (allowed, and flagged). This star: {star_values[spec.name]:g}.")
-        if st.button("Back to the star's own values", icon=":material/restart_alt:", width="stretch"):
-            for spec in specs:
-                st.session_state[f"cp_{spec.name}"] = logic.snap(star_values[spec.name], spec)
-            st.rerun(scope="fragment")
+    values = conditional_sliders(run.training_range, star_values, key="cp_", star=f"{star}@{source_json}",
+                                 controls=controls, warnings=chart)
     presets = plots.zoom_presets(run.wavelength)
     edited = None
     if use_edit:
@@ -354,10 +339,6 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
                                    extrapolation=view.extrapolation, meta={"values": values, "star": star},
                                    uirevision=f"{zoom}")
     with chart:
-        message = logic.extrapolation_message(values, run.training_range)
-        if message:
-            st.warning(f"**Extrapolation** — {message}. The decoder has never seen such stars; treat the generated "
-                       "spectrum with caution.", icon=":material/warning:")
         st.plotly_chart(figure, key="spectrum_chart", config=plots.PLOTLY_CONFIG, theme=None)
         notes = []
         if truth is not None:
@@ -716,7 +697,7 @@ def embedding_section() -> None:
                             config=plots.PLOTLY_CONFIG, theme=None)
     picked = clicked_star(event, "embedding_chart")
     if picked is not None and picked != st.session_state.get("star"):
-        reset_star_state(run, dataset, picked)
+        reset_star_state(picked)
         st.session_state.star_dataset = source_json
         st.toast(f"Selected {logic.describe_object(dataset.labels, picked)} — open **Generate** to slide it.")
     st.caption("Click a point to select that star for the Generate tab.")

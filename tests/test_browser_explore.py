@@ -4,11 +4,13 @@ Starts ``streamlit run app.py`` on a runs folder holding one tiny disentangling 
 epoch), opens /explore, draws a lasso with the mouse (selenium ActionChains) on the plotly chart and
 checks that the linked views (median spectra with a 16-84 % band, label histograms) appear. The
 lasso-to-linked-view time (from the mouse release to the first animation frame after the linked
-spectra chart shows the new selection) is printed and written to tests/screenshots/explore_latency.json;
-it is not asserted on. Screenshots go to tests/screenshots/.
+spectra chart shows the new selection; the median of five lassos of different sizes, each drawn
+over the previous one) is printed and written to tests/screenshots/explore_latency.json; it is not asserted on, because it
+depends on the machine's load. Screenshots go to tests/screenshots/.
 """
 import json
 import os
+import statistics
 import time
 
 import pytest
@@ -36,13 +38,14 @@ return {left: r.left, top: r.top, width: r.width, height: r.height, n: gd.layout
 
 WAIT_FOR_LINKED = """
 const done = arguments[arguments.length - 1];
+const before = arguments[0];
 const started = performance.now();
 function check() {
   const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
   const gd = plots.find(p => p.layout && p.layout.meta && p.layout.meta.linked === 'spectra');
-  if (gd && window.__mouseup !== null && gd.layout.meta.n_selected > 0) {
+  if (gd && window.__mouseup !== null && gd.layout.meta.n_selected > 0 && gd.layout.meta.n_selected !== before) {
     requestAnimationFrame(() => done({ms: performance.now() - window.__mouseup, n: gd.layout.meta.n_selected}));
-  } else if (performance.now() - started > 30000) {
+  } else if (performance.now() - started > 15000) {
     done(null);
   } else {
     setTimeout(check, 2);
@@ -106,7 +109,7 @@ def _lasso(driver, box: dict, fraction: float = 0.3) -> None:
     actions.release().perform()
 
 
-def test_lasso_shows_linked_views(server, browser, capsys):
+def test_lasso_shows_linked_views(server, browser, capsys, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(server + "/explore")
@@ -115,25 +118,36 @@ def test_lasso_shows_linked_views(server, browser, capsys):
     assert "Nothing selected" in _body(browser)
     time.sleep(1.0)
     _screenshot(browser, "10_explore.png")
-    box = browser.execute_script("window.scrollTo(0, 0);" + EXPLORER_CHART)
     browser.execute_script("window.__mouseup = null;"
                            "document.addEventListener('mouseup', () => { window.__mouseup = performance.now(); }, true);")
-    _lasso(browser, box)
-    result = browser.execute_async_script(WAIT_FOR_LINKED)
-    assert result, f"no linked view after the lasso: {_body(browser)[-1500:]}"
-    assert 0 < result["n"] < box["n"]
-    assert _wait(lambda: f"{result['n']:,} of {box['n']:,} objects selected" in _body(browser), 20)
+    timings, result = [], {"n": None}
+    for fraction in (0.3, 0.2, 0.35, 0.25, 0.4):
+        box = browser.execute_script("window.scrollTo(0, 0);" + EXPLORER_CHART)
+        browser.execute_script("window.__mouseup = null;")
+        _lasso(browser, box, fraction)
+        previous = result["n"]
+        result = browser.execute_async_script(WAIT_FOR_LINKED, previous)
+        if result is None and previous and f"{previous:,} of {box['n']:,} objects selected" in _body(browser):
+            result = {"n": previous}  # a small run: the new lasso caught the same points; nothing to time
+            continue
+        assert result, f"no linked view after the lasso: {_body(browser)[-1500:]}"
+        assert 0 < result["n"] < box["n"]
+        assert _wait(lambda: f"{result['n']:,} of {box['n']:,} objects selected" in _body(browser), 20)
+        timings.append(result["ms"])
+        time.sleep(0.5)
     histograms = browser.execute_script(
         "return Array.from(document.querySelectorAll('.js-plotly-plot')).some("
         "p => p.layout && p.layout.meta && p.layout.meta.linked === 'histograms');")
     assert histograms
     load = os.getloadavg()[0]
+    median = statistics.median(timings)
     SHOTS.mkdir(parents=True, exist_ok=True)
     (SHOTS / "explore_latency.json").write_text(json.dumps(
-        {"lasso_to_linked_view_ms": round(result["ms"], 1), "selected": result["n"], "objects": box["n"],
-         "load_average_1min": load}, indent=2))
+        {"lasso_to_linked_view_ms": round(median, 1), "lassos_ms": [round(t, 1) for t in timings],
+         "selected": result["n"], "objects": box["n"], "load_average_1min": load}, indent=2))
     with capsys.disabled():
-        print(f"\nlasso-to-linked-view: {result['ms']:.0f} ms ({result['n']} of {box['n']} objects selected; "
+        print(f"\nlasso-to-linked-view: median {median:.0f} ms over {len(timings)} lassos "
+              f"({', '.join(f'{t:.0f}' for t in timings)} ms; the last selected {result['n']} of {box['n']} objects; "
               f"load average {load:.1f})")
     time.sleep(1.0)
     _screenshot(browser, "11_explore_lasso.png")
@@ -173,6 +187,22 @@ def test_lasso_shows_linked_views(server, browser, capsys):
     assert _wait(lambda: "through the decoder" in _body(browser), 30, poll=0.3)
     time.sleep(1.5)
     _screenshot(browser, "12_explore_neighbours_decoder.png")
+    assert "Traceback" not in _body(browser)
+
+    # Nearest neighbours of an uploaded spectrum (one of the run's own stars, written to a CSV file).
+    from astrocore.data.readers import write_table
+
+    upload = write_table(toy_spectra(n_fingerprints=2).subset([7]), tmp_path / "upload.csv")
+    buttons = [b for b in browser.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "an uploaded spectrum"]
+    assert buttons, "no 'an uploaded spectrum' choice"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", buttons[0])
+    buttons[0].click()
+    field = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, 'input[type="file"]'), 30, poll=0.3)
+    assert field, "no file uploader for a spectrum"
+    field[0].send_keys(str(upload))
+    assert _wait(lambda: "nearest to upload.csv" in _body(browser), 60, poll=0.3), _body(browser)[-800:]
+    time.sleep(1.5)
+    _screenshot(browser, "14_explore_upload_neighbours.png")
     assert "Traceback" not in _body(browser)
 
     # The home page links to the explorer.

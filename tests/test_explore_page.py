@@ -187,3 +187,88 @@ def test_large_runs_draw_a_subsample_but_select_on_the_full_set(tiny_run, monkey
     chart = explorer_coordinates(at)
     assert chart["layout"]["meta"]["shown"] == 30
     assert "72 of 72 objects selected" in texts(at.markdown)
+
+
+def test_encoder_features_h_on_the_page(tiny_run):
+    data = explore.load_explore_data(tiny_run)
+    at = open_explorer(explore_rep="h")
+    chart = explorer_coordinates(at)
+    assert "encoder features h" in chart["layout"]["title"]["text"]
+    at.text_input(key="explore_nn_id").set_value(str(data.ids[4])).run()
+    at.button(key="explore_nn_find").click().run()
+    assert not at.exception
+    assert "nearest neighbours in encoder features h" in texts(at.markdown)
+    assert len(at.dataframe[-1].value) == 5
+
+
+def test_neighbours_of_an_uploaded_spectrum(tiny_run, tmp_path):
+    from astrocore.data.dataset import Dataset
+    from astrocore.data.readers import write_table
+
+    at = open_explorer()
+    at.segmented_control(key="explore_nn_source").set_value("upload").run()
+    assert "Upload a spectrum" in texts(at.caption)
+    one = write_table(toy_spectra(n_fingerprints=6).subset([5]), tmp_path / "one.csv").read_bytes()
+    at.file_uploader(key="explore_upload").set_value(("one.csv", one, "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[-1].value
+    assert table["row"].iloc[0] == 5 and table["distance"].iloc[0] < 1e-3 and len(table) == 5
+    assert "neighbours" in {meta.get("linked") for meta in metas(at)}
+    assert "nearest to **one.csv**" in texts(at.markdown)
+    # A file with several spectra: choose which one.
+    two = write_table(toy_spectra(n_fingerprints=6).subset([5, 9]), tmp_path / "two.csv").read_bytes()
+    at.file_uploader(key="explore_upload").set_value(("two.csv", two, "text/csv")).run()
+    at.number_input(key="explore_upload_index").set_value(2).run()
+    assert not at.exception and at.dataframe[-1].value["row"].iloc[0] == 9
+    # Without Teff and log g in the file the page asks for them, starting at the training-range centre.
+    dataset = toy_spectra(n_fingerprints=6)
+    unlabelled = Dataset(dataset.spectra[[20]], dataset.wavelength, {"id": ["mystery"]})
+    bare = write_table(unlabelled, tmp_path / "bare.csv").read_bytes()
+    at.file_uploader(key="explore_upload").set_value(("bare.csv", bare, "text/csv")).run()
+    assert not at.exception
+    low, high = tiny_run.training_range["teff"]
+    assert at.number_input(key="explore_upload_cp_teff").value == pytest.approx((low + high) / 2)
+    at.number_input(key="explore_upload_cp_teff").set_value(5000.0).run()
+    assert not at.exception and len(at.dataframe[-1].value) == 5
+    # A file the run cannot compare with: a readable error, no traceback.
+    at.file_uploader(key="explore_upload").set_value(("broken.fits", b"not FITS" * 60, "application/fits")).run()
+    assert not at.exception and "broken.fits" in texts(at.error)
+
+
+def test_a_running_projection_can_be_cancelled_on_the_page(tiny_run):
+    at = open_explorer(explore_method="tsne", explore_tsne_perplexity=5.0, explore_seed=11)
+    at.button(key="explore_compute").click().run()
+    assert not at.exception
+    at.button(key="explore_cancel").click().run()
+    assert not at.exception
+    name = "embed-" + explore.projection_name("z", "tsne", {"perplexity": 5.0}, seed=11)
+    assert jobs.wait(tiny_run.path, name, timeout=60)["state"] == "cancelled"
+    at = open_explorer(explore_method="tsne", explore_tsne_perplexity=5.0, explore_seed=11)
+    assert "cancelled" in texts(at.caption) and "not computed yet" in texts(at.info)
+
+
+def test_cutouts_of_a_selection_and_of_neighbours(tiny_run, monkeypatch):
+    import streamlit as st
+    from test_explore import synthetic_cutouts
+
+    original = explore.load_explore_data
+    images = synthetic_cutouts(72, bands=("g", "r", "z"))
+    monkeypatch.setattr(explore, "load_explore_data",
+                        lambda run, dataset=None: original(run, dataset, images=images, bands=("g", "r", "z")))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    try:
+        data = original(tiny_run)
+        at = open_explorer(explore_rows=list(range(10)))
+        cutouts = next(meta for meta in metas(at) if meta.get("linked") == "cutouts")
+        assert cutouts["n_cutouts"] == 10 and cutouts["mode"] == "rgb"
+        at.selectbox(key="explore_cutout_mode").set_value("r").run()
+        assert next(meta for meta in metas(at) if meta.get("linked") == "cutouts")["mode"] == "r"
+        at.text_input(key="explore_nn_id").set_value(str(data.ids[4])).run()
+        at.button(key="explore_nn_find").click().run()
+        assert not at.exception
+        neighbours = next(meta for meta in metas(at) if meta.get("linked") == "neighbour_cutouts")
+        assert neighbours["n_cutouts"] == 6  # the picked object and its five neighbours
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
