@@ -102,7 +102,7 @@ def _paper_recipe_fields() -> dict:
     return {key: getattr(paper, key) for key in keep}
 
 
-def sweep_points(lambdas=(0.01, 0.1, 1.0), adversary_steps=(1, 5), twin_latent_factors=(0.0, 1.0, 30.0)) -> list[dict]:
+def sweep_points(lambdas=(0.01, 0.1, 1.0), adversary_steps=(1, 5), twin_latent_factors=(0.0,)) -> list[dict]:
     """The sweep's config overrides: lambda x adversary steps at the preset's twin setting, then the
     twin latent-match factor at the preset's lambda (0 switches the twin term off; the preset's own factor
     is among the first points)."""
