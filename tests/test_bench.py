@@ -39,3 +39,13 @@ def test_sweep_runs_each_point(tiny_grids, tmp_path):
                                      runs_root=tmp_path, progress=lines.append)
     assert [p["lambda"] for p in points] == [0.5, 0.1] and points[1]["twin_weight"] == 0.0
     assert len(lines) == 2 and set(points[0]["r2"]) == {"teff", "logg", "feh", "afe"}
+
+
+def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, monkeypatch, tmp_path):
+    from astrocore.models.disentangler import DisentanglerRun
+
+    monkeypatch.setitem(bench.GRIDS, "fast", {"apogee": ("apogee", 4, ("teff", "logg"), {"latent_dim": 3})})
+    result = bench.bench_disentangle("fast", grids=("apogee",), runs_root=tmp_path, paper_recipe=False)
+    latent = {mode: DisentanglerRun.load(tmp_path / run_id).config.latent_dim
+              for mode, run_id in result["apogee"]["runs"].items()}
+    assert latent == {"noat": 25, "at": 3, "mdat": 3}

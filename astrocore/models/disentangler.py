@@ -129,10 +129,10 @@ class DisentanglerConfig:
         fast schedule, for like-for-like comparisons)."""
         presets = {
             "fast": dict(
-                latent_dim=6, latent_activation="batchnorm", scaling="standard",
+                latent_dim=12, latent_activation="batchnorm", scaling="standard",
                 adversary="regression", objective="bounded", lambdas=(0.1,),
                 adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
-                lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=10.0, epochs=10,
+                lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=30.0, epochs=20,
                 batch_size=128, test_fraction=0.3,
             ),
             "paper": dict(epochs=200, batch_size=64),
