@@ -13,7 +13,7 @@ def test_probes_find_information_and_report_its_absence():
     target = rng.uniform(-1, 1, 600)
     informative = np.stack([np.sin(2 * target), target**3, rng.normal(size=600)], axis=1)
     noise = rng.normal(size=(600, 3))
-    for kind in ("mlp", "knn"):
+    for kind in ("mlp", "knn", "poly2"):
         assert probe_r2(informative[:400], target[:400], informative[400:], target[400:], kind)[0] > 0.9
         assert probe_r2(noise[:400], target[:400], noise[400:], target[400:], kind)[0] < 0.15
 
