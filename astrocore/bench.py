@@ -128,7 +128,7 @@ def sweep_points(lambdas=(0.01, 0.1, 1.0), adversary_steps=(1, 5), twin_latent_f
 
 def sweep_disentangle(preset: str = "fast", points=None, runs_root=None, progress=print) -> list[dict]:
     """The trade-off curve on the APOGEE-like grid: mdat under each override of
-    :func:`sweep_points`, with the conditioned R^2 (MLP and k-NN) against [Fe/H] and [alpha/Fe] R^2,
+    :func:`sweep_points`, with the conditioned R^2 (MLP, k-NN and polynomial ridge) against [Fe/H] and [alpha/Fe] R^2,
     reconstruction and generation error."""
     source_name, n_stars, conditional, grid_overrides = _grid(preset, "apogee")
     dataset, source = load_source(source_name, n_stars=n_stars, seed=0)

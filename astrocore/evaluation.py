@@ -15,11 +15,11 @@ import numpy as np
 from astropy.table import Table
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
+from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import FunctionTransformer, PolynomialFeatures, StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -187,9 +187,10 @@ def _grid_point_ids(labels: Table) -> np.ndarray:
 
 def representation_scores(train_features: np.ndarray, train_labels: Table, test_features: np.ndarray,
                           test_labels: Table, probe_labels=PROBE_LABELS, seed: int = 0) -> dict:
-    """R^2 of standardised MLP, k-NN and polynomial-ridge probes fitted on the training objects and scored on the
-    held-out ones (other stars: other chemical fingerprints), per label; plus the twins score of
-    the held-out objects when the data has chemical fingerprints."""
+    """R^2 of standardised MLP, k-NN and polynomial-ridge probes (``r2``, ``r2_knn``, ``r2_poly2``)
+    fitted on the training objects and scored on the held-out ones (other stars: other chemical
+    fingerprints), per label; plus the twins score of the held-out objects when the data has
+    chemical fingerprints."""
     names = [name for name in probe_labels if name in test_labels.colnames]
     train_targets = np.stack([np.asarray(train_labels[name], np.float64) for name in names], axis=1)
     test_targets = np.stack([np.asarray(test_labels[name], np.float64) for name in names], axis=1)
