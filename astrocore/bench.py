@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 from .data import load_source, renderer_for
-from .evaluation import PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
+from .evaluation import PROBE_KEYS, PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
 from .models.disentangler import MODES, DisentanglerConfig, fit
 
+# What the bench keeps of each run's evaluation, per mode.
+RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")
 SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne" / "nn_apogee_4label_unnormalized.npz"
 
 # Data sizes per preset: (source name, n_stars or fingerprints, conditional parameters[, config
@@ -49,8 +51,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
     result: dict = {
         "n_spectra": len(dataset), "n_pixels": dataset.n_pixels, "conditional": list(conditional),
         "data_s": round(time.perf_counter() - started, 2),
-        "r2": {}, "r2_knn": {}, "r2_poly2": {}, "recon_mse": {}, "recon_rms": {}, "twins_top10": {}, "gen_rmse": {},
-        "gen_rmse_extrap": {}, "train_s": {}, "decode_ms": {},
+        **{key: {} for key in (*RUN_METRICS, "train_s")},
     }
     runs = {}
     for mode in modes:
@@ -64,7 +65,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         run = fit(dataset, config, runs_root=runs_root, data_source=source)
         result["train_s"][mode] = round(time.perf_counter() - started, 2)
         metrics = evaluate_disentangler(run, dataset, render=render)
-        for key in ("r2", "r2_knn", "r2_poly2", "recon_mse", "recon_rms", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms"):
+        for key in RUN_METRICS:
             if key in metrics:
                 result[key][mode] = metrics[key]
         runs[mode] = run
@@ -73,7 +74,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
     test, train = split_index(any_run, dataset, 2), split_index(any_run, dataset, 0)
     x_scores = representation_scores(dataset.spectra[train], dataset.labels[train],
                                      dataset.spectra[test], dataset.labels[test], PROBE_LABELS)
-    for key in ("r2", "r2_knn", "r2_poly2"):
+    for key in PROBE_KEYS:
         result[key]["X"] = x_scores[key]
     if "twins_top10" in x_scores:
         result["twins_top10"]["X"] = x_scores["twins_top10"]
@@ -101,7 +102,7 @@ def bench_disentangle(preset: str = "fast", grids=("apogee", "rvs4", "payne"), r
             faithful = _bench_grid(name, "fast", Path(runs_root), modes=("mdat",),
                                    recipe_overrides=_paper_recipe_fields())
             results[name]["paper_recipe"] = {k: v for k, v in faithful.items() if k in
-                                             ("r2", "r2_knn", "r2_poly2", "recon_mse", "gen_rmse", "train_s")}
+                                             (*PROBE_KEYS, "recon_mse", "gen_rmse", "train_s")}
     results["total_s"] = round(time.perf_counter() - started, 1)
     if temporary is not None:
         temporary.cleanup()
@@ -128,8 +129,8 @@ def sweep_points(lambdas=(0.01, 0.1, 1.0), adversary_steps=(1, 5), twin_latent_f
 
 def sweep_disentangle(preset: str = "fast", points=None, runs_root=None, progress=print) -> list[dict]:
     """The trade-off curve on the APOGEE-like grid: mdat under each override of
-    :func:`sweep_points`, with the conditioned R^2 (MLP, k-NN and polynomial ridge) against [Fe/H] and [alpha/Fe] R^2,
-    reconstruction and generation error."""
+    :func:`sweep_points`, with the conditioned R^2 (MLP, k-NN and polynomial ridge) against
+    [Fe/H] and [alpha/Fe] R^2, reconstruction and generation error."""
     source_name, n_stars, conditional, grid_overrides = _grid(preset, "apogee")
     dataset, source = load_source(source_name, n_stars=n_stars, seed=0)
     render = renderer_for(dataset)
@@ -145,7 +146,7 @@ def sweep_disentangle(preset: str = "fast", points=None, runs_root=None, progres
         point = {"lambda": config.lambdas[0], "adversary_steps": config.adversary_steps,
                  "twin_weight": config.twin_weight, "twin_latent_factor": config.twin_latent_factor,
                  "train_s": round(time.perf_counter() - started, 1),
-                 **{key: metrics.get(key) for key in ("r2", "r2_knn", "r2_poly2", "recon_mse", "gen_rmse")}}
+                 **{key: metrics.get(key) for key in (*PROBE_KEYS, "recon_mse", "gen_rmse")}}
         results.append(point)
         if progress is not None:
             progress(json.dumps(point))

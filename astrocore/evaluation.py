@@ -26,6 +26,8 @@ from threadpoolctl import threadpool_limits
 # Inputs wider than this (raw spectra) go through PCA first, so the probe converges in seconds.
 MAX_PROBE_DIMS = 128
 PROBE_LABELS = ("teff", "logg", "feh", "afe")
+# Result key of each probe kind (see probe_r2).
+PROBE_KEYS = {"r2": "mlp", "r2_knn": "knn", "r2_poly2": "poly2"}
 
 
 class GlobalScaler(TransformerMixin, BaseEstimator):
@@ -197,7 +199,7 @@ def representation_scores(train_features: np.ndarray, train_labels: Table, test_
     scores = {
         kind_name: dict(zip(names, probe_r2(train_features, train_targets, test_features, test_targets,
                                             kind, seed).round(4).tolist()))
-        for kind_name, kind in (("r2", "mlp"), ("r2_knn", "knn"), ("r2_poly2", "poly2"))
+        for kind_name, kind in PROBE_KEYS.items()
     }
     if "fingerprint" in test_labels.colnames and {"teff", "logg"} <= set(test_labels.colnames):
         scores["twins_top10"] = round(
