@@ -9,6 +9,7 @@ from pathlib import Path
 from .data import load_source, renderer_for
 from .evaluation import PROBE_KEYS, PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
 from .models.disentangler import MODES, DisentanglerConfig, fit
+from .models.emulator import EmulatorConfig, emulation_mse
 
 # What the bench keeps of each run's evaluation, per mode.
 RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")
@@ -78,6 +79,13 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         result[key]["X"] = x_scores[key]
     if "twins_top10" in x_scores:
         result["twins_top10"]["X"] = x_scores["twins_top10"]
+    if not recipe_overrides:
+        # The reference for disentangled reconstructions: a decoder given every true label, on
+        # the same split and schedule (every mode shares them).
+        emulator = emulation_mse(dataset, any_run.arrays()["split"], test, config=EmulatorConfig(
+            epochs=config.epochs, batch_size=config.batch_size, seed=config.seed))
+        result["recon_mse"]["labels"] = emulator["test_mse"]
+        result["train_s"]["labels"] = emulator["train_s"]
     result = {key: value for key, value in result.items() if value != {}}
     result["runs"] = {mode: run.id for mode, run in runs.items()}
     return result

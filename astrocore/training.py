@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 ProgressCallback = Callable[[int, int, dict], None]
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class TrainingCancelled(RuntimeError):
@@ -71,6 +72,22 @@ class LoopSettings:
     patience: int | None = None  # epochs without improvement of the monitored metric; None = never stop early
     device: str = "auto"
     progress_every: int = 10  # batches between progress callbacks
+    # "constant", or "cosine": every optimiser's learning rate follows half a cosine from its
+    # initial value down to ``lr_final_fraction`` of it over the whole run, step by step.
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.01
+
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}; got {self.lr_schedule!r}.")
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """Multiplier of the initial learning rate before optimiser step ``step`` (0-based) of ``total``."""
+        if self.lr_schedule == "constant" or total <= 1:
+            return 1.0
+        progress = min(1.0, step / (total - 1))
+        floor = self.lr_final_fraction
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -249,6 +266,11 @@ def train(
         if restored is not None:
             last_epoch, history = restored
             first_epoch = last_epoch + 1
+    # Each group remembers its initial rate (saved with the optimiser state, so resume continues
+    # the same schedule).
+    for optimizer in task.optimizers.values():
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
     best_state = None
     started = time.perf_counter() - history.seconds
     epochs_without_improvement = 0
@@ -265,9 +287,13 @@ def train(
                     save_checkpoint(checkpoint_dir, task, epoch - 1, history)
                 raise TrainingCancelled(f"stopped by the user at epoch {epoch}")
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            step = epoch * batches_per_epoch + batch_index + 1
+            factor = settings.lr_factor(step - 1, total)
+            for optimizer in task.optimizers.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
             metrics = task.training_step(batch, epoch)
             rows.append((len(next(iter(batch.values()))), metrics))
-            step = epoch * batches_per_epoch + batch_index + 1
             if progress is not None and (batch_index + 1) % settings.progress_every == 0:
                 progress(step, total, {"epoch": epoch, **metrics})
         epoch_metrics = {"epoch": epoch, **{f"train_{k}": v for k, v in _mean_metrics(rows).items()}}

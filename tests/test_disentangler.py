@@ -19,6 +19,10 @@ def test_config_validation_and_presets():
         DisentanglerConfig(twin_latent_factor=-1.0)
     with pytest.raises(ValueError, match="preset"):
         DisentanglerConfig.preset("huge")
+    with pytest.raises(ValueError, match="activation"):
+        DisentanglerConfig(activation="relu6")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DisentanglerConfig(lr_schedule="step")
     assert DisentanglerConfig.preset("paper").latent_dim == 25
     config = DisentanglerConfig.preset("fast", mode="at", lambdas=[0.1])
     assert DisentanglerConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
@@ -49,6 +53,14 @@ def test_adversarial_gradient_reaches_encoder(objective):
     metrics = task.training_step({"flux": torch.rand(16, 20), "cp": torch.rand(16, 2)}, epoch=0)
     assert {"recon", "adversary", "adv_teff", "adv_logg"} <= set(metrics)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters()))
+
+
+def test_activation_reaches_encoder_and_decoder_but_not_adversaries():
+    model = Disentangler(20, DisentanglerConfig(mode="mdat", activation="silu", latent_dim=3))
+    for part in (model.encoder, model.decoder):
+        assert any(isinstance(layer, torch.nn.SiLU) for layer in part)
+        assert not any(isinstance(layer, torch.nn.LeakyReLU) for layer in part)
+    assert all(isinstance(adversary[1], torch.nn.LeakyReLU) for adversary in model.adversaries)
 
 
 def test_split_keeps_fingerprints_together(toy_dataset):

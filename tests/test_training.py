@@ -49,3 +49,63 @@ def test_zip_and_delete(toy_dataset, tmp_path):
     assert not run.path.exists()
     with pytest.raises(FileNotFoundError):
         delete_run(tmp_path)
+
+
+def test_cosine_schedule_decays_every_optimiser_to_its_floor():
+    from astrocore.training import LoopSettings, train
+
+    class RecordingTask:
+        monitor = "val_loss"
+
+        def __init__(self):
+            self.layer = torch.nn.Linear(2, 1)
+            self.modules = {"layer": self.layer}
+            self.optimizers = {"sgd": torch.optim.SGD(self.layer.parameters(), lr=0.1)}
+            self.rates = []
+
+        def training_step(self, batch, epoch):
+            self.rates.append(self.optimizers["sgd"].param_groups[0]["lr"])
+            loss = ((self.layer(batch["x"]) - batch["y"]) ** 2).mean()
+            self.optimizers["sgd"].zero_grad()
+            loss.backward()
+            self.optimizers["sgd"].step()
+            return {"loss": float(loss.detach())}
+
+        def validation_step(self, batch):
+            return {"loss": float(((self.layer(batch["x"]) - batch["y"]) ** 2).mean())}
+
+    arrays = {"x": np.ones((40, 2), np.float32), "y": np.zeros((40, 1), np.float32)}
+    task = RecordingTask()
+    train(task, arrays, arrays, LoopSettings(epochs=3, batch_size=10, lr_schedule="cosine", lr_final_fraction=0.01))
+    assert len(task.rates) == 12
+    assert task.rates[0] == pytest.approx(0.1) and task.rates[-1] == pytest.approx(0.001)
+    assert all(later <= earlier for earlier, later in zip(task.rates, task.rates[1:]))
+    constant = RecordingTask()
+    train(constant, arrays, None, LoopSettings(epochs=2, batch_size=10))
+    assert constant.rates == pytest.approx([0.1] * 8)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        LoopSettings(lr_schedule="linear")
+
+
+def test_cosine_run_resumes_on_the_same_schedule(toy_dataset, tmp_path):
+    config = DisentanglerConfig.preset("fast", epochs=3, latent_dim=2, batch_size=32, lr_schedule="cosine")
+    calls = {"n": 0}
+
+    def stop_in_second_epoch():
+        calls["n"] += 1
+        return calls["n"] > 4 + 1  # 4 batches per epoch
+
+    with pytest.raises(TrainingCancelled):
+        fit(toy_dataset, config, runs_root=tmp_path, run_id="cosine", should_stop=stop_in_second_epoch)
+    fit(toy_dataset, config, runs_root=tmp_path, run_id="cosine", resume=True)
+    fit(toy_dataset, config, runs_root=tmp_path, run_id="straight")
+
+    def final_rates(run_id):
+        optimizers = json.loads((tmp_path / run_id / "checkpoint.json").read_text())["optimizers"]
+        return {name: [(group["initial_lr"], group["lr"]) for group in state["param_groups"]]
+                for name, state in optimizers.items()}
+
+    # The resumed run kept each optimiser's initial rate, so it ends at the same decayed rate.
+    assert final_rates("cosine") == final_rates("straight")
+    initial, last = final_rates("straight")["autoencoder"][0]
+    assert initial == pytest.approx(config.learning_rate) and last == pytest.approx(0.01 * initial)

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from ..data.dataset import DataError, Dataset
 from ..runs import RunRecord, load_arrays, new_run_id, runs_dir, save_arrays, write_progress
-from ..training import (LoopSettings, TrainingCancelled, load_modules,
+from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, load_modules,
                         pick_device, save_modules, seed_everything, train)
 
 MODES = ("noat", "at", "mdat")
@@ -55,6 +55,9 @@ class DisentanglerConfig:
     encoder_hidden: tuple[int, ...] = (512, 256)
     decoder_hidden: tuple[int, ...] = (256, 512)
     adversary_hidden: tuple[int, ...] = (64, 32)
+    # Between the encoder's and decoder's layers: leaky_relu (paper) | silu, whose smooth response
+    # lets the decoder emulate spectra of unseen chemistries better.
+    activation: str = "leaky_relu"
     latent_activation: str = "sigmoid"  # sigmoid (paper) | batchnorm | none
     scaling: str = "minmax"  # minmax (paper, with sigmoid output) | standard (per-pixel mean, global std; linear output)
     adversary: str = "classifier"  # classifier: binned cp (paper) | regression: continuous cp
@@ -73,6 +76,7 @@ class DisentanglerConfig:
     twin_latent_factor: float = 1.0
     learning_rate: float = 1e-3
     adversary_learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # constant (paper) | cosine: decay to 1 % over the run
     epochs: int = 30
     batch_size: int = 128
     patience: int | None = None
@@ -96,10 +100,12 @@ class DisentanglerConfig:
                 f"({len(self.conditional)}: {', '.join(self.conditional)})."
             )
         checks = {
+            "activation": tuple(ACTIVATIONS),
             "latent_activation": ("sigmoid", "batchnorm", "none"),
             "scaling": ("minmax", "standard"),
             "adversary": ("classifier", "regression"),
             "objective": ("paper", "bounded"),
+            "lr_schedule": LR_SCHEDULES,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -144,13 +150,16 @@ class DisentanglerConfig:
 
 
 # ============================================================================ modules
-def mlp(sizes: list[int], activation=nn.LeakyReLU) -> nn.Sequential:
-    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "silu": nn.SiLU}
+
+
+def mlp(sizes: list[int], activation: str = "leaky_relu") -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` (a key of ACTIVATIONS) between them."""
     layers: list[nn.Module] = []
     for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if index < len(sizes) - 2:
-            layers.append(activation(0.2) if activation is nn.LeakyReLU else activation())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
@@ -165,11 +174,11 @@ class Disentangler(nn.Module):
         super().__init__()
         self.config = config
         n_cp = len(config.conditional)
-        self.encoder = mlp([n_pixels + n_cp, *config.encoder_hidden, config.latent_dim])
+        self.encoder = mlp([n_pixels + n_cp, *config.encoder_hidden, config.latent_dim], config.activation)
         self.latent_norm = (
             nn.BatchNorm1d(config.latent_dim, affine=False) if config.latent_activation == "batchnorm" else None
         )
-        self.decoder = mlp([config.latent_dim + n_cp, *config.decoder_hidden, n_pixels])
+        self.decoder = mlp([config.latent_dim + n_cp, *config.decoder_hidden, n_pixels], config.activation)
         self.adversaries = nn.ModuleList(
             mlp([config.latent_dim, *config.adversary_hidden, n_out]) for n_out in self.adversary_outputs()
         )
@@ -483,7 +492,7 @@ def fit(
     arrays = {"flux": dataset.spectra, "cp": cp}
     settings = LoopSettings(
         epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-        patience=config.patience, device=config.device,
+        patience=config.patience, device=config.device, lr_schedule=config.lr_schedule,
     )
     started = time.perf_counter()
     try:
