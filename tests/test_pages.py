@@ -194,6 +194,7 @@ def test_train_tab_starts_a_background_run():
     at.radio(key="train_mode").set_value("at")
     at.number_input(key="train_epochs").set_value(1)
     at.text_input(key="train_lambdas").input("0.05")
+    at.selectbox(key="train_schedule").set_value("cosine")
     submit = [b for b in at.button if "Start training" in str(b.label)][0]
     submit.click().run()
     assert not at.exception
@@ -203,7 +204,7 @@ def test_train_tab_starts_a_background_run():
     assert status["state"] == "done", status
     record = RunRecord.read(logic.runs_dir() / run_id)
     assert record.config["mode"] == "at" and record.config["epochs"] == 1
-    assert record.config["lambdas"] == [0.05]
+    assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
     at.run()
     assert any(option.startswith(run_id) for option in at.selectbox(key="model_pick").options)
     # A bad lambda is a message, not a traceback.
