@@ -398,16 +398,22 @@ def split_indices(labels, test_fraction: float, val_fraction: float, seed: int) 
     return np.array([split_of_group.get(g, 0) for g in groups], dtype=np.int8)
 
 
+def flux_scaling(training_flux: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel offset and scale taking training flux to network units, ``(flux - offset) / scale``:
+    ``minmax`` maps each pixel to [0, 1] (the paper); ``standard`` removes the per-pixel mean and
+    divides by one global std, which keeps the relative depths of lines."""
+    flux = np.asarray(training_flux, dtype=np.float64)
+    if scaling == "minmax":
+        low, high = flux.min(axis=0), flux.max(axis=0)
+        return low, np.maximum(high - low, 1e-6)
+    offset = flux.mean(axis=0)
+    return offset, np.full_like(offset, max(float((flux - offset).std()), 1e-6))
+
+
 def _prepare_model(dataset: Dataset, config: DisentanglerConfig, train_index: np.ndarray) -> Disentangler:
     model = Disentangler(dataset.n_pixels, config)
-    flux = dataset.spectra[train_index].astype(np.float64)
+    offset, scale = flux_scaling(dataset.spectra[train_index], config.scaling)
     cp = dataset.label_array(config.conditional)[train_index]
-    if config.scaling == "minmax":
-        low, high = flux.min(axis=0), flux.max(axis=0)
-        offset, scale = low, np.maximum(high - low, 1e-6)
-    else:
-        offset = flux.mean(axis=0)
-        scale = np.full_like(offset, max(float((flux - offset).std()), 1e-6))
     with torch.no_grad():
         model.wavelength.copy_(torch.as_tensor(dataset.wavelength))
         model.flux_offset.copy_(torch.as_tensor(offset, dtype=torch.float32))

@@ -9,7 +9,7 @@ spectrum's own shape, is not bound by it. The bench reports it as ``recon_mse["l
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..data.dataset import DataError, Dataset
 from ..training import LoopSettings, seed_everything, train
-from .disentangler import ACTIVATIONS, mlp
+from .disentangler import ACTIVATIONS, flux_scaling, mlp
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,6 @@ class EmulatorConfig:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1.")
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def label_columns(dataset: Dataset) -> list[str]:
@@ -96,9 +93,8 @@ def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | 
     label_mean, label_std = values[train_index].mean(axis=0), np.maximum(values[train_index].std(axis=0), 1e-12)
     scaled_labels = ((values - label_mean) / label_std).astype(np.float32)
     flux = dataset.spectra.astype(np.float32)
-    # Scaled as the disentangler's "standard" scaling: per-pixel mean, one global std.
-    flux_offset = flux[train_index].mean(axis=0)
-    flux_scale = max(float((flux[train_index] - flux_offset).std()), 1e-6)
+    offset, scale = flux_scaling(flux[train_index], "standard")  # as the disentangler's fast preset
+    flux_offset, flux_scale = offset.astype(np.float32), scale.astype(np.float32)
     scaled_flux = (flux - flux_offset) / flux_scale
 
     decoder = mlp([len(labels), *config.hidden, dataset.n_pixels], config.activation)
