@@ -77,6 +77,11 @@ class DisentanglerConfig:
     learning_rate: float = 1e-3
     adversary_learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # constant (paper) | cosine: decay to 1 % over the run
+    # After the adversarial training (an addition to the paper): freeze the encoder and refit the
+    # decoder alone to the training spectra from their now fixed latents, for this many epochs
+    # (cosine-decayed rate). The latent, and so every probe result, is unchanged; the decoder no
+    # longer shares its updates with the adversarial and twin terms. 0 disables it.
+    decoder_refit_epochs: int = 0
     epochs: int = 30
     batch_size: int = 128
     patience: int | None = None
@@ -112,6 +117,8 @@ class DisentanglerConfig:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
         if self.twin_weight < 0 or self.twin_latent_factor < 0:
             raise ValueError("twin_weight and twin_latent_factor must be >= 0.")
+        if self.decoder_refit_epochs < 0:
+            raise ValueError("decoder_refit_epochs must be >= 0.")
         if self.latent_dim < 1 or self.n_bins < 2 or self.adversary_steps < 1 or self.epochs < 1:
             raise ValueError("latent_dim, epochs and adversary_steps must be >= 1 and n_bins >= 2.")
         if not 0 < self.test_fraction < 1 or not 0 <= self.val_fraction < 1:
@@ -357,6 +364,29 @@ class DisentanglerTask:
         return metrics
 
 
+class DecoderFitTask:
+    """Fit a decoder alone: mean squared error of ``decoder(batch["inputs"])`` against
+    ``batch["target"]`` (both in network units). Used to refit a disentangler's decoder on its
+    frozen latents and to train the label emulator."""
+
+    monitor = "val_recon"
+
+    def __init__(self, decoder: nn.Module, learning_rate: float):
+        self.decoder = decoder
+        self.modules = {"decoder": decoder}
+        self.optimizers = {"decoder": torch.optim.Adam(decoder.parameters(), lr=learning_rate)}
+
+    def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+        loss = F.mse_loss(self.decoder(batch["inputs"]), batch["target"])
+        self.optimizers["decoder"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["decoder"].step()
+        return {"recon": float(loss.detach())}
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"recon": float(F.mse_loss(self.decoder(batch["inputs"]), batch["target"]))}
+
+
 class TwinSampler:
     """Draws, for each training object, another object of the same chemical fingerprint."""
 
@@ -490,10 +520,19 @@ def fit(
     if not (resume and (folder / "run.json").exists()):
         record.write()
 
-    def report(step, total, metrics):
-        write_progress(folder, step, total, metrics)
-        if progress is not None:
-            progress(step, total, metrics)
+    # One progress scale over both phases; the refit's epochs continue the training's.
+    batches_per_epoch = -(-len(train_index) // config.batch_size)
+    total_steps = (config.epochs + config.decoder_refit_epochs) * batches_per_epoch
+
+    def reporter(first_epoch: int):
+        def report(step, total, metrics):
+            step = step + first_epoch * batches_per_epoch
+            if "epoch" in metrics:
+                metrics = {**metrics, "epoch": metrics["epoch"] + first_epoch}
+            write_progress(folder, step, total_steps, metrics)
+            if progress is not None:
+                progress(step, total_steps, metrics)
+        return report
 
     arrays = {"flux": dataset.spectra, "cp": cp}
     settings = LoopSettings(
@@ -506,8 +545,13 @@ def fit(
             task,
             {**{k: v[train_index] for k, v in arrays.items()}, "index": np.arange(len(train_index))},
             {k: v[val_index] for k, v in arrays.items()} if len(val_index) else None,
-            settings, progress=report, checkpoint_dir=folder, resume=resume, should_stop=should_stop,
+            settings, progress=reporter(0), checkpoint_dir=folder, resume=resume, should_stop=should_stop,
         )
+        if config.decoder_refit_epochs > 0:
+            refit = _refit_decoder(model, arrays, train_index, val_index, config, reporter(config.epochs),
+                                   folder / "decoder_refit", resume, should_stop)
+            history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": "decoder_refit"}
+                                  for row in refit.epochs)
     except TrainingCancelled as error:
         record.status, record.message = "cancelled", str(error)
         record.write()
@@ -537,6 +581,34 @@ def fit(
     record.status = "done"
     record.write()
     return run
+
+
+def _refit_decoder(model: Disentangler, arrays: dict, train_index, val_index, config: DisentanglerConfig,
+                   report, checkpoint_dir: Path, resume: bool, should_stop):
+    """Refit ``model.decoder`` on the frozen encoder's latents (see ``decoder_refit_epochs``)."""
+    device = pick_device(config.device)
+    model.to(device).eval()  # eval: the batch-normalised latent uses its running statistics
+
+    def network_units(index) -> dict[str, np.ndarray]:
+        inputs, targets = [], []
+        with torch.no_grad():
+            for start in range(0, len(index), 2048):
+                part = index[start:start + 2048]
+                flux = torch.as_tensor(arrays["flux"][part], device=device)
+                scaled_cp = model.scale_cp(torch.as_tensor(arrays["cp"][part], device=device))
+                scaled_flux = model.scale_flux(flux)
+                inputs.append(torch.cat([model.encode_scaled(scaled_flux, scaled_cp), scaled_cp], 1).cpu())
+                targets.append(scaled_flux.cpu())
+        return {"inputs": torch.cat(inputs).numpy(), "target": torch.cat(targets).numpy()}
+
+    decoder = model.decoder if config.scaling != "minmax" else nn.Sequential(model.decoder, nn.Sigmoid())
+    task = DecoderFitTask(decoder, config.learning_rate)
+    settings = LoopSettings(epochs=config.decoder_refit_epochs, batch_size=config.batch_size,
+                            seed=config.seed + 1, device=config.device, lr_schedule="cosine")
+    checkpoint_dir.mkdir(exist_ok=True)
+    return train(task, network_units(train_index), network_units(val_index) if len(val_index) else None,
+                 settings, progress=report, checkpoint_dir=checkpoint_dir, resume=resume,
+                 should_stop=should_stop)
 
 
 def _source_from_provenance(dataset: Dataset) -> dict:

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..data.dataset import DataError, Dataset
 from ..training import LoopSettings, seed_everything, train
-from .disentangler import ACTIVATIONS, flux_scaling, mlp
+from .disentangler import ACTIVATIONS, DecoderFitTask, flux_scaling, mlp
 
 
 @dataclass(frozen=True)
@@ -46,27 +45,6 @@ class EmulatorConfig:
 def label_columns(dataset: Dataset) -> list[str]:
     """The physical labels of a dataset: its float columns (Teff, logg, abundances; not ids)."""
     return [name for name in dataset.labels.colnames if dataset.labels[name].dtype.kind == "f"]
-
-
-class EmulatorTask:
-    """Mean squared error of the scaled spectrum predicted from standardised labels."""
-
-    monitor = "val_recon"
-
-    def __init__(self, decoder: torch.nn.Module, learning_rate: float):
-        self.decoder = decoder
-        self.modules = {"decoder": decoder}
-        self.optimizers = {"decoder": torch.optim.Adam(decoder.parameters(), lr=learning_rate)}
-
-    def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
-        loss = F.mse_loss(self.decoder(batch["labels"]), batch["flux"])
-        self.optimizers["decoder"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers["decoder"].step()
-        return {"recon": float(loss.detach())}
-
-    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        return {"recon": float(F.mse_loss(self.decoder(batch["labels"]), batch["flux"]))}
 
 
 def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | None = None,
@@ -98,12 +76,12 @@ def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | 
     scaled_flux = (flux - flux_offset) / flux_scale
 
     decoder = mlp([len(labels), *config.hidden, dataset.n_pixels], config.activation)
-    task = EmulatorTask(decoder, config.learning_rate)
+    task = DecoderFitTask(decoder, config.learning_rate)
     settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                             device=config.device, lr_schedule=config.lr_schedule)
 
     def arrays(index):
-        return {"labels": scaled_labels[index], "flux": scaled_flux[index]}
+        return {"inputs": scaled_labels[index], "target": scaled_flux[index]}
 
     history = train(task, arrays(train_index), arrays(val_index) if len(val_index) else None, settings)
     decoder.cpu()
