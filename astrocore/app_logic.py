@@ -778,7 +778,7 @@ def loss_curves(rows: list[dict], config: dict | None = None) -> tuple[dict, dic
             steps_per_epoch = row["step"] / (float(metrics.get("epoch", 0)) + 1.0)
             break
     if steps_per_epoch is None and config.get("epochs") and rows and rows[-1].get("total"):
-        steps_per_epoch = rows[-1]["total"] / float(config["epochs"])
+        steps_per_epoch = rows[-1]["total"] / float(config["epochs"] + config.get("decoder_refit_epochs", 0))
     curves: dict[str, tuple[list, list]] = {}
 
     def add(name, x, y):
@@ -849,9 +849,10 @@ def progress_text(status: dict, epochs: int | None = None) -> str:
     parts = []
     if status["state"] == "starting":
         return f"preparing the data and the model · {status['elapsed']:.0f} s"
-    if "epoch" in metrics:
-        total_epochs = epochs or "?"
-        parts.append(f"epoch {int(metrics['epoch']) + 1}/{total_epochs}")
+    if "epoch" in metrics and metrics.get("phase"):  # after training, e.g. the decoder refit
+        parts.append(f"{metrics['phase']} · epoch {int(metrics['epoch']) + 1}")
+    elif "epoch" in metrics:
+        parts.append(f"epoch {int(metrics['epoch']) + 1}/{epochs or '?'}")
     for key in ("recon", "val_recon", "train_recon"):
         if key in metrics:
             parts.append(f"{key.replace('_', ' ')} {metrics[key]:.4g}")

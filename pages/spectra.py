@@ -520,10 +520,15 @@ def train_tab() -> None:
                                         "0.05 or '0.05, 0.02'. The paper uses 0.001 with its recipe.")
         latent = columns[2].number_input("Latent dimensions (0: the preset's)", 0, 256, 0, key="train_latent")
         seed = columns[3].number_input("Seed", 0, 10**6, 0, key="train_seed")
-        schedule = st.columns(4)[0].selectbox(
+        columns = st.columns(4)
+        schedule = columns[0].selectbox(
             "Learning rate", list(SCHEDULES), format_func=SCHEDULES.get, key="train_schedule",
             help="Cosine decay with twice the preset's epochs is the best recipe measured on the "
                  "APOGEE-like grid (see the README).")
+        refit = columns[1].number_input(
+            "Decoder refit epochs", 0, 1000, value=None, placeholder="preset default", key="train_refit",
+            help="After training, the encoder is frozen and the decoder alone is refitted to the training "
+                 "spectra for this many epochs: the latent stays as trained, reconstructions improve. 0: off.")
         submitted = st.form_submit_button("Start training in the background", type="primary",
                                           icon=":material/play_arrow:")
     if submitted:
@@ -534,6 +539,8 @@ def train_tab() -> None:
             overrides = {"latent_dim": int(latent)} if latent else {}
             if schedule:
                 overrides["lr_schedule"] = schedule
+            if refit is not None:
+                overrides["decoder_refit_epochs"] = int(refit)
             logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
             if parsed is not None:
                 overrides["lambdas"] = list(parsed)

@@ -257,6 +257,13 @@ def test_loss_curves_from_progress_rows():
     assert figure.layout.xaxis.title.text == "Epoch"
 
 
+
+def test_progress_text_names_the_decoder_refit():
+    training = {"state": "running", "elapsed": 10.0, "fraction": 0.5, "metrics": {"epoch": 2, "recon": 0.01}}
+    assert logic.progress_text(training, 20).startswith("epoch 3/20 · recon 0.01")
+    refit = {**training, "metrics": {"epoch": 21, "recon": 0.005, "phase": "decoder refit"}}
+    assert logic.progress_text(refit, 20).startswith("decoder refit · epoch 22 · recon 0.005")
+
 # ---------------------------------------------------------------------------- evaluation tables
 def test_r2_comparison_has_paper_numbers(tmp_path):
     records = [_record(tmp_path, f"run-{mode}", mode=mode) for mode in ("noat", "at", "mdat")]

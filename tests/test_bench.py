@@ -52,3 +52,8 @@ def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, m
     latent = {mode: DisentanglerRun.load(tmp_path / run_id).config.latent_dim
               for mode, run_id in result["apogee"]["runs"].items()}
     assert latent == {"noat": 25, "at": 3, "mdat": 3}
+
+
+def test_paper_recipe_has_no_decoder_refit_but_the_fast_preset_does():
+    assert bench._paper_recipe_fields()["decoder_refit_epochs"] == 0
+    assert bench.DisentanglerConfig.preset("fast").decoder_refit_epochs > 0

@@ -120,16 +120,17 @@ def test_decoder_refit_keeps_the_latent_and_fits_the_decoder(toy_dataset, tmp_pa
     plain = fit(toy_dataset, config, runs_root=tmp_path)
     seen = []
     refit = fit(toy_dataset, DisentanglerConfig.from_json({**config.to_json(), "decoder_refit_epochs": 4}),
-                runs_root=tmp_path, progress=lambda s, t, m: seen.append((s, t, m.get("epoch"))))
+                runs_root=tmp_path, progress=lambda s, t, m: seen.append((s, t, m.get("epoch"), m.get("phase"))))
     # The encoder is frozen during the refit: the same seed gives the same latent.
     np.testing.assert_allclose(refit.arrays()["latent"], plain.arrays()["latent"], rtol=1e-5, atol=1e-6)
     split = plain.arrays()["split"]
     train_error = [run.arrays()["recon_mse"][split == 0].mean() for run in (plain, refit)]
     assert train_error[1] < train_error[0]
     # One progress scale and one epoch count over both phases.
-    steps = [s for s, _, _ in seen]
+    steps = [s for s, _, _, _ in seen]
     assert steps == sorted(steps) and seen[-1][0] == seen[-1][1]
-    assert max(e for _, _, e in seen if e is not None) == 6
+    assert max(e for _, _, e, _ in seen if e is not None) == 6
+    assert {phase for _, _, e, phase in seen if e is not None and e >= 3} == {"decoder refit"}
     phases = [row.get("phase") for row in refit.record.history["epochs"]]
     assert phases == [None] * 3 + ["decoder_refit"] * 4
     with pytest.raises(ValueError, match="decoder_refit_epochs"):

@@ -195,6 +195,7 @@ def test_train_tab_starts_a_background_run():
     at.number_input(key="train_epochs").set_value(1)
     at.text_input(key="train_lambdas").input("0.05")
     at.selectbox(key="train_schedule").set_value("cosine")
+    at.number_input(key="train_refit").set_value(1)
     submit = [b for b in at.button if "Start training" in str(b.label)][0]
     submit.click().run()
     assert not at.exception
@@ -205,6 +206,7 @@ def test_train_tab_starts_a_background_run():
     record = RunRecord.read(logic.runs_dir() / run_id)
     assert record.config["mode"] == "at" and record.config["epochs"] == 1
     assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
+    assert record.config["decoder_refit_epochs"] == 1
     at.run()
     assert any(option.startswith(run_id) for option in at.selectbox(key="model_pick").options)
     # A bad lambda is a message, not a traceback.

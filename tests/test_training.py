@@ -30,7 +30,26 @@ def test_cancel_then_resume(toy_dataset, tmp_path):
     assert checkpoint["epoch"] >= 1
     run = fit(toy_dataset, config, runs_root=tmp_path, run_id="resumable", resume=True)
     assert run.record.status == "done"
-    assert [e["epoch"] for e in run.record.history["epochs"]] == [0, 1, 2, 3]
+    assert [e["epoch"] for e in run.record.history["epochs"]] == list(range(4 + config.decoder_refit_epochs))
+
+
+def test_cancel_during_the_decoder_refit_then_resume(toy_dataset, tmp_path):
+    config = DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, batch_size=16, decoder_refit_epochs=3)
+    calls = {"n": 0}
+
+    def stop_in_the_refit():
+        calls["n"] += 1
+        return calls["n"] > 7 * (2 + 2) + 1  # 7 batches per epoch: 2 training + 2 refit epochs
+
+    with pytest.raises(TrainingCancelled):
+        fit(toy_dataset, config, runs_root=tmp_path, run_id="refit", should_stop=stop_in_the_refit)
+    assert RunRecord.read(tmp_path / "refit").status == "cancelled"
+    assert (tmp_path / "refit" / "decoder_refit" / "checkpoint.json").exists()
+    run = fit(toy_dataset, config, runs_root=tmp_path, run_id="refit", resume=True)
+    assert run.record.status == "done"
+    epochs = run.record.history["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3, 4]
+    assert [e.get("phase") for e in epochs] == [None, None, "decoder_refit", "decoder_refit", "decoder_refit"]
 
 
 def test_same_seed_same_weights(toy_dataset, tmp_path):

@@ -146,7 +146,7 @@ class DisentanglerConfig:
                 adversary="regression", objective="bounded", lambdas=(0.1,),
                 adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
                 lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=30.0, epochs=20,
-                batch_size=128, test_fraction=0.3,
+                decoder_refit_epochs=5, batch_size=128, test_fraction=0.3,
             ),
             "paper": dict(epochs=200, batch_size=64),
             "paper-fast": dict(epochs=25, batch_size=128),
@@ -302,16 +302,17 @@ class DisentanglerTask:
         flux, cp = batch["flux"], batch["cp"]
         scaled_flux, scaled_cp = model.scale_flux(flux), model.scale_cp(cp)
         metrics = {}
+        # One encoder pass serves both players: the adversaries train on a detached copy first
+        # (the encoder's weights do not change meanwhile), then the autoencoder steps against them.
+        latent = model.encode_scaled(scaled_flux, scaled_cp)
         if model.adversaries:
-            with torch.no_grad():
-                latent = model.encode_scaled(scaled_flux, scaled_cp)
+            fixed_latent = latent.detach()
             for _ in range(config.adversary_steps):
-                adversary_loss = sum(model.adversary_losses(latent, cp))
+                adversary_loss = sum(model.adversary_losses(fixed_latent, cp))
                 self.optimizers["adversary"].zero_grad(set_to_none=True)
                 adversary_loss.backward()
                 self.optimizers["adversary"].step()
             metrics["adversary"] = float(adversary_loss.detach())
-        latent = model.encode_scaled(scaled_flux, scaled_cp)
         reconstruction = F.mse_loss(model.decode_scaled(latent, scaled_cp), scaled_flux)
         loss = reconstruction
         if self.twins is not None:
@@ -524,11 +525,13 @@ def fit(
     batches_per_epoch = -(-len(train_index) // config.batch_size)
     total_steps = (config.epochs + config.decoder_refit_epochs) * batches_per_epoch
 
-    def reporter(first_epoch: int):
+    def reporter(first_epoch: int, phase: str | None = None):
         def report(step, total, metrics):
             step = step + first_epoch * batches_per_epoch
             if "epoch" in metrics:
                 metrics = {**metrics, "epoch": metrics["epoch"] + first_epoch}
+            if phase:
+                metrics = {**metrics, "phase": phase}
             write_progress(folder, step, total_steps, metrics)
             if progress is not None:
                 progress(step, total_steps, metrics)
@@ -548,7 +551,7 @@ def fit(
             settings, progress=reporter(0), checkpoint_dir=folder, resume=resume, should_stop=should_stop,
         )
         if config.decoder_refit_epochs > 0:
-            refit = _refit_decoder(model, arrays, train_index, val_index, config, reporter(config.epochs),
+            refit = _refit_decoder(model, arrays, train_index, val_index, config, reporter(config.epochs, "decoder refit"),
                                    folder / "decoder_refit", resume, should_stop)
             history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": "decoder_refit"}
                                   for row in refit.epochs)
