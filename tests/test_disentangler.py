@@ -132,6 +132,6 @@ def test_decoder_refit_keeps_the_latent_and_fits_the_decoder(toy_dataset, tmp_pa
     assert max(e for _, _, e, _ in seen if e is not None) == 6
     assert {phase for _, _, e, phase in seen if e is not None and e >= 3} == {"decoder refit"}
     phases = [row.get("phase") for row in refit.record.history["epochs"]]
-    assert phases == [None] * 3 + ["decoder_refit"] * 4
+    assert phases == [None] * 3 + ["decoder refit"] * 4
     with pytest.raises(ValueError, match="decoder_refit_epochs"):
         DisentanglerConfig(decoder_refit_epochs=-1)

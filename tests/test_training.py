@@ -49,7 +49,7 @@ def test_cancel_during_the_decoder_refit_then_resume(toy_dataset, tmp_path):
     assert run.record.status == "done"
     epochs = run.record.history["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2, 3, 4]
-    assert [e.get("phase") for e in epochs] == [None, None, "decoder_refit", "decoder_refit", "decoder_refit"]
+    assert [e.get("phase") for e in epochs] == [None, None, "decoder refit", "decoder refit", "decoder refit"]
 
 
 def test_same_seed_same_weights(toy_dataset, tmp_path):

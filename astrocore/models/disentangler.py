@@ -551,9 +551,10 @@ def fit(
             settings, progress=reporter(0), checkpoint_dir=folder, resume=resume, should_stop=should_stop,
         )
         if config.decoder_refit_epochs > 0:
-            refit = _refit_decoder(model, arrays, train_index, val_index, config, reporter(config.epochs, "decoder refit"),
-                                   folder / "decoder_refit", resume, should_stop)
-            history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": "decoder_refit"}
+            refit = _refit_decoder(model, arrays, train_index, val_index, config,
+                                   reporter(config.epochs, REFIT_PHASE), folder / "decoder_refit", resume,
+                                   should_stop)
+            history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": REFIT_PHASE}
                                   for row in refit.epochs)
     except TrainingCancelled as error:
         record.status, record.message = "cancelled", str(error)
@@ -584,6 +585,10 @@ def fit(
     record.status = "done"
     record.write()
     return run
+
+
+# The name of the refit phase in progress reports and in the run's per-epoch history.
+REFIT_PHASE = "decoder refit"
 
 
 def _refit_decoder(model: Disentangler, arrays: dict, train_index, val_index, config: DisentanglerConfig,
