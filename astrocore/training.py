@@ -233,6 +233,11 @@ def _mean_metrics(rows: list[tuple[int, dict]]) -> dict:
     return {key: float(sum(size * metrics[key] for size, metrics in rows) / total) for key in keys}
 
 
+def count_batches(n_objects: int, batch_size: int) -> int:
+    """Batches in one epoch of ``n_objects`` (the last one may be short)."""
+    return max(1, math.ceil(n_objects / batch_size))
+
+
 def train(
     task: TrainingTask,
     train_arrays: dict[str, np.ndarray],
@@ -257,7 +262,7 @@ def train(
     train_tensors = _to_tensors(train_arrays)
     val_tensors = _to_tensors(val_arrays) if val_arrays else None
     n_train = len(next(iter(train_tensors.values())))
-    batches_per_epoch = max(1, math.ceil(n_train / settings.batch_size))
+    batches_per_epoch = count_batches(n_train, settings.batch_size)
     total = settings.epochs * batches_per_epoch
 
     history, first_epoch = History(), 0

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from ..data.dataset import DataError, Dataset
 from ..runs import RunRecord, load_arrays, new_run_id, runs_dir, save_arrays, write_progress
-from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, load_modules,
+from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, count_batches, load_modules,
                         pick_device, save_modules, seed_everything, train)
 
 MODES = ("noat", "at", "mdat")
@@ -522,7 +522,7 @@ def fit(
         record.write()
 
     # One progress scale over both phases; the refit's epochs continue the training's.
-    batches_per_epoch = -(-len(train_index) // config.batch_size)
+    batches_per_epoch = count_batches(len(train_index), config.batch_size)
     total_steps = (config.epochs + config.decoder_refit_epochs) * batches_per_epoch
 
     def reporter(first_epoch: int, phase: str | None = None):
