@@ -183,35 +183,50 @@ def _atomic_save_tensors(path: Path, tensors: dict) -> None:
     os.replace(tmp_name, path)
 
 
-def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: History) -> None:
-    """Weights and optimiser state after ``epoch`` (safetensors) plus loop state (JSON)."""
+def _module_tensors(prefix: str, states: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{name}.{key}": value.detach().cpu().contiguous()
+            for name, state in states.items() for key, value in state.items()}
+
+
+def _module_states(prefix: str, tensors: dict[str, torch.Tensor], names) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: {k[len(prefix) + len(name) + 2:]: v for k, v in tensors.items()
+                   if k.startswith(f"{prefix}.{name}.")} for name in names}
+
+
+def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: History,
+                    best_state: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+    """Weights and optimiser state after ``epoch`` (safetensors) plus loop state (JSON).
+
+    ``best_state`` (the modules' weights at the best epoch so far) is stored beside them, so a
+    resumed run still ends at its best epoch even when that epoch came before the interruption.
+    """
     folder = Path(folder)
-    tensors = {
-        f"module.{name}.{key}": value.detach().cpu().contiguous()
-        for name, module in task.modules.items()
-        for key, value in module.state_dict().items()
-    }
+    tensors = _module_tensors("module", {name: module.state_dict() for name, module in task.modules.items()})
+    if best_state is not None:
+        tensors.update(_module_tensors("best", best_state))
     optimizers = {name: _flatten_optimizer(name, opt.state_dict(), tensors) for name, opt in task.optimizers.items()}
     _atomic_save_tensors(folder / "checkpoint.safetensors", tensors)
     atomic_write_text(
         folder / "checkpoint.json",
-        json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers}),
+        json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers,
+                    "has_best_state": best_state is not None}),
     )
 
 
-def load_checkpoint(folder: Path, task: TrainingTask) -> tuple[int, History] | None:
-    """Restore a checkpoint into ``task``; returns (last finished epoch, history) or None."""
+def load_checkpoint(folder: Path, task: TrainingTask) -> tuple[int, History, dict | None] | None:
+    """Restore a checkpoint into ``task``; returns (last finished epoch, history, best-epoch
+    weights or None) or None when there is no checkpoint."""
     folder = Path(folder)
     if not (folder / "checkpoint.json").exists() or not (folder / "checkpoint.safetensors").exists():
         return None
     meta = json.loads((folder / "checkpoint.json").read_text())
     tensors = load_file(str(folder / "checkpoint.safetensors"))
-    for name, module in task.modules.items():
-        prefix = f"module.{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, state in _module_states("module", tensors, task.modules).items():
+        task.modules[name].load_state_dict(state)
     for name, optimizer in task.optimizers.items():
         optimizer.load_state_dict(_unflatten_optimizer(meta["optimizers"][name], tensors))
-    return int(meta["epoch"]), History.from_dict(meta["history"])
+    best_state = _module_states("best", tensors, task.modules) if meta.get("has_best_state") else None
+    return int(meta["epoch"]), History.from_dict(meta["history"]), best_state
 
 
 # ---------------------------------------------------------------------- the loop
@@ -265,20 +280,20 @@ def train(
     batches_per_epoch = count_batches(n_train, settings.batch_size)
     total = settings.epochs * batches_per_epoch
 
-    history, first_epoch = History(), 0
+    history, first_epoch, best_state = History(), 0, None
+    epochs_without_improvement = 0
     if resume and checkpoint_dir is not None:
         restored = load_checkpoint(checkpoint_dir, task)
         if restored is not None:
-            last_epoch, history = restored
+            last_epoch, history, best_state = restored
             first_epoch = last_epoch + 1
+            epochs_without_improvement = last_epoch - history.best_epoch if best_state is not None else 0
     # Each group remembers its initial rate (saved with the optimiser state, so resume continues
     # the same schedule).
     for optimizer in task.optimizers.values():
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-    best_state = None
     started = time.perf_counter() - history.seconds
-    epochs_without_improvement = 0
 
     for epoch in range(first_epoch, settings.epochs):
         # Shuffling depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -289,7 +304,7 @@ def train(
         for batch_index, batch in enumerate(_batches(train_tensors, settings.batch_size, generator)):
             if should_stop is not None and should_stop():
                 if checkpoint_dir is not None and epoch > first_epoch:
-                    save_checkpoint(checkpoint_dir, task, epoch - 1, history)
+                    save_checkpoint(checkpoint_dir, task, epoch - 1, history, best_state)
                 raise TrainingCancelled(f"stopped by the user at epoch {epoch}")
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             step = epoch * batches_per_epoch + batch_index + 1
@@ -326,7 +341,7 @@ def train(
         else:
             epochs_without_improvement += 1
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, task, epoch, history)
+            save_checkpoint(checkpoint_dir, task, epoch, history, best_state)
         if progress is not None:
             progress((epoch + 1) * batches_per_epoch, total, epoch_metrics)
         if settings.patience is not None and epochs_without_improvement >= settings.patience:

@@ -128,3 +128,64 @@ def test_cosine_run_resumes_on_the_same_schedule(toy_dataset, tmp_path):
     assert final_rates("cosine") == final_rates("straight")
     initial, last = final_rates("straight")["autoencoder"][0]
     assert initial == pytest.approx(config.learning_rate) and last == pytest.approx(0.01 * initial)
+
+
+class CountingTask:
+    """A task whose single weight counts its training steps and whose validation loss follows a
+    fixed per-epoch script, so the best epoch is known in advance."""
+
+    monitor = "val_loss"
+
+    def __init__(self, val_losses):
+        self.weight = torch.nn.Linear(1, 1, bias=False)
+        torch.nn.init.zeros_(self.weight.weight)
+        self.modules = {"counter": self.weight}
+        self.optimizers = {"sgd": torch.optim.SGD(self.weight.parameters(), lr=1.0)}
+        self.val_losses, self.epoch = val_losses, 0
+
+    def training_step(self, batch, epoch):
+        self.epoch = epoch
+        with torch.no_grad():
+            self.weight.weight += 1.0
+        return {"loss": 0.0}
+
+    def validation_step(self, batch):
+        return {"loss": self.val_losses[self.epoch]}
+
+
+def test_resumed_training_still_ends_at_the_best_epoch(tmp_path):
+    from astrocore.training import LoopSettings, train
+
+    arrays = {"x": np.ones((20, 1), np.float32)}
+    settings = LoopSettings(epochs=4, batch_size=10)  # 2 steps per epoch
+    val_losses = [1.0, 0.5, 2.0, 3.0]  # best after epoch 1, i.e. after 4 steps
+    straight = CountingTask(val_losses)
+    train(straight, arrays, arrays, settings)
+    assert straight.weight.weight.item() == 4.0
+
+    interrupted, calls = CountingTask(val_losses), {"n": 0}
+
+    def stop_in_epoch_three():
+        calls["n"] += 1
+        return calls["n"] > 2 * 3 + 1
+
+    with pytest.raises(TrainingCancelled):
+        train(interrupted, arrays, arrays, settings, checkpoint_dir=tmp_path, should_stop=stop_in_epoch_three)
+    resumed = CountingTask(val_losses)
+    history = train(resumed, arrays, arrays, settings, checkpoint_dir=tmp_path, resume=True)
+    assert history.best_epoch == 1
+    # The best epoch came before the interruption; its weights came back with the checkpoint.
+    assert resumed.weight.weight.item() == 4.0
+
+    # Early stopping counts the epochs since the best one across the interruption too: with a
+    # patience of 2 and the best at epoch 1, the resumed run stops after epoch 3.
+    settings = LoopSettings(epochs=6, batch_size=10, patience=2)
+    val_losses = [1.0, 0.5, 2.0, 3.0, 4.0, 5.0]
+    calls["n"] = 0
+    with pytest.raises(TrainingCancelled):
+        train(CountingTask(val_losses), arrays, arrays, settings, checkpoint_dir=tmp_path / "patient",
+              should_stop=stop_in_epoch_three)
+    patient = CountingTask(val_losses)
+    history = train(patient, arrays, arrays, settings, checkpoint_dir=tmp_path / "patient", resume=True)
+    assert history.stopped_early and [e["epoch"] for e in history.epochs] == [0, 1, 2, 3]
+    assert patient.weight.weight.item() == 4.0
