@@ -223,8 +223,8 @@ def encoder_features(run, spectra, conditional, batch_size: int = 1024) -> np.nd
     with torch.no_grad():
         for start in range(0, len(spectra), batch_size):
             flux = torch.as_tensor(run.check_spectra(spectra[start:start + batch_size]), device=device)
-            scaled = torch.cat([model.scale_flux(flux), model.scale_cp(torch.as_tensor(cp[start:start + batch_size],
-                                                                                        device=device))], dim=1)
+            scaled = torch.cat([model.scale_flux(flux), model.cp_inputs(torch.as_tensor(cp[start:start + batch_size],
+                                                                                         device=device))], dim=1)
             parts.append(hidden(scaled).float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 

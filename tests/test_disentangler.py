@@ -135,3 +135,35 @@ def test_decoder_refit_keeps_the_latent_and_fits_the_decoder(toy_dataset, tmp_pa
     assert phases == [None] * 3 + ["decoder refit"] * 4
     with pytest.raises(ValueError, match="decoder_refit_epochs"):
         DisentanglerConfig(decoder_refit_epochs=-1)
+
+
+def test_fourier_conditional_features(toy_dataset, tmp_path):
+    with pytest.raises(ValueError, match="cp_features"):
+        DisentanglerConfig(cp_features="spline")
+    with pytest.raises(ValueError, match="cp_frequencies"):
+        DisentanglerConfig(cp_frequencies=0)
+    config = DisentanglerConfig(latent_dim=3, cp_features="fourier", cp_frequencies=4)
+    model = Disentangler(30, config)
+    n_inputs = 2 * (1 + 2 * 4)  # per parameter: the standardised value, 4 sines, 4 cosines
+    assert model.encoder[0].in_features == 30 + n_inputs
+    assert model.decoder[0].in_features == 3 + n_inputs
+    model.cp_min.copy_(torch.tensor([4000.0, 1.0]))
+    model.cp_max.copy_(torch.tensor([5000.0, 3.0]))
+    model.cp_mean.copy_(torch.tensor([4500.0, 2.0]))
+    model.cp_std.copy_(torch.tensor([300.0, 0.6]))
+    at_low_edge = model.cp_inputs(torch.tensor([[4000.0, 1.0]]))
+    assert at_low_edge.shape == (1, n_inputs)
+    sines, cosines = at_low_edge[0, 2:10], at_low_edge[0, 10:]
+    assert torch.allclose(sines, torch.zeros(8), atol=1e-6) and torch.allclose(cosines, torch.ones(8))
+    # Smooth through the edge of the training range, so extrapolation one grid step out is sane.
+    inside, outside = model.cp_inputs(torch.tensor([[4999.5, 2.999], [5000.5, 3.001]]))
+    assert (inside - outside).abs().max() < 0.05
+
+    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, cp_features="fourier"),
+              runs_root=tmp_path)
+    reloaded = load_run(run.path)
+    assert reloaded.config.cp_features == "fourier"
+    spectra, flags = reloaded.generate(toy_dataset.spectra[0], [4000.0, 1.0], [[4500.0, 2.0], [6000.0, 2.0]])
+    np.testing.assert_allclose(spectra, run.generate(toy_dataset.spectra[0], [4000.0, 1.0],
+                                                     [[4500.0, 2.0], [6000.0, 2.0]])[0], atol=1e-5)
+    assert np.isfinite(spectra).all() and flags.tolist() == [False, True]
