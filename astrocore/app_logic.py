@@ -969,6 +969,23 @@ def twins_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def recon_by_parameter_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.DataFrame:
+    """Held-out reconstruction error in bins of the first conditional parameter, one row per run and
+    bin: ``run``, ``parameter``, ``low``, ``high``, ``bin`` (its range as text), ``recon MSE``,
+    ``count``. Empty when no evaluation has the breakdown (evaluations older than it)."""
+    rows = []
+    for record, evaluation in evaluated:
+        breakdown = evaluation.get("recon_mse_by_cp")
+        if not breakdown:
+            continue
+        name = f"{MODE_TITLES.get(record.config.get('mode'), '?')} ({record.id})"
+        for low, high, mean, count in zip(breakdown["low"], breakdown["high"], breakdown["mean"], breakdown["count"]):
+            label = f"{low:g}" if low == high else f"{low:g}–{high:g}"
+            rows.append({"run": name, "parameter": breakdown["parameter"], "low": low, "high": high,
+                         "bin": label, "recon MSE": mean, "count": count})
+    return pd.DataFrame(rows, columns=["run", "parameter", "low", "high", "bin", "recon MSE", "count"])
+
+
 def evaluation_metrics_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.DataFrame:
     rows = []
     for record, evaluation in evaluated:

@@ -12,7 +12,7 @@ from .models.disentangler import MODES, DisentanglerConfig, fit
 from .models.emulator import EmulatorConfig, emulation_mse
 
 # What the bench keeps of each run's evaluation, per mode.
-RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")
+RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "recon_mse_by_cp", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")
 SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne" / "nn_apogee_4label_unnormalized.npz"
 
 # Data sizes per preset: (source name, n_stars or fingerprints, conditional parameters[, config

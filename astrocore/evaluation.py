@@ -221,12 +221,31 @@ def split_index(run, dataset, part: int, max_objects: int = 4000, seed: int = 0)
     return index
 
 
+def error_by_parameter(errors: np.ndarray, values: np.ndarray, name: str, n_bins: int = 5) -> dict:
+    """Mean of per-object ``errors`` in ``n_bins`` quantile bins of ``values`` (a parameter, e.g.
+    Teff in K): where across the parameter's range a model's error sits. Returns ``{"parameter":
+    name, "low": [...], "high": [...], "mean": [...], "count": [...]}`` (bin edges in the parameter's
+    units; equal values never straddle two bins, so a grid's nodes stay whole)."""
+    errors, values = np.asarray(errors, float), np.asarray(values, float)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)))
+    bin_of = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, max(len(edges) - 2, 0))
+    result = {"parameter": name, "low": [], "high": [], "mean": [], "count": []}
+    for bin_index in np.unique(bin_of):
+        members = bin_of == bin_index
+        result["low"].append(float(values[members].min()))
+        result["high"].append(float(values[members].max()))
+        result["mean"].append(float(errors[members].mean()))
+        result["count"].append(int(members.sum()))
+    return result
+
+
 def evaluate_disentangler(run, dataset, render: Callable[[Table], np.ndarray] | None = None,
                           probe_labels=PROBE_LABELS, max_objects: int = 4000, seed: int = 0) -> dict:
     """Everything the bench reports for one disentangling run, on its held-out objects.
 
     Returns r2 / r2_knn per label, twins_top10, recon_mse (mean per-pixel squared error, flux
-    units), recon_rms (median per-spectrum RMS), gen_rmse and gen_rmse_extrap (median RMS against
+    units), recon_rms (median per-spectrum RMS), recon_mse_by_cp (recon_mse in bins of the first
+    conditional parameter, see :func:`error_by_parameter`), gen_rmse and gen_rmse_extrap (median RMS against
     the simulator's true spectrum; only with ``render``) and decode_ms (one spectrum on this CPU).
     """
     import time
@@ -243,6 +262,8 @@ def evaluate_disentangler(run, dataset, render: Callable[[Table], np.ndarray] | 
     reconstruction = run.decode(latent, cp)
     result["recon_mse"] = float(((reconstruction - spectra) ** 2).mean())
     result["recon_rms"] = float(np.median(rms(reconstruction, spectra)))
+    result["recon_mse_by_cp"] = error_by_parameter(((reconstruction - spectra) ** 2).mean(axis=1),
+                                                   cp[:, 0], run.conditional[0])
     if render is not None:
         n_pairs = min(len(index), 1000)
         pairs = index[:n_pairs]

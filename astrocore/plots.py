@@ -527,3 +527,23 @@ def r2_figure(table, height: int = 360) -> go.Figure:
                                     linecolor="#444"),
                          legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
     return figure
+
+
+def recon_by_parameter_figure(table, height: int = 340) -> go.Figure:
+    """Held-out reconstruction MSE (log scale) across bins of a conditional parameter, one line per
+    run. ``table`` is :func:`astrocore.app_logic.recon_by_parameter_table`."""
+    figure = go.Figure()
+    parameter = str(table["parameter"].iloc[0]) if len(table) else ""
+    for run_name, rows in table.groupby("run", sort=False):
+        centre = (rows["low"] + rows["high"]) / 2
+        figure.add_trace(go.Scatter(
+            x=centre, y=rows["recon MSE"], mode="lines+markers", name=str(run_name),
+            customdata=np.stack([rows["bin"], rows["count"]], axis=1),
+            hovertemplate="%{customdata[0]}: MSE %{y:.3g} (%{customdata[1]} spectra)<extra></extra>"))
+    figure.update_layout(height=height, template="plotly_white", margin=dict(l=70, r=20, t=20, b=45),
+                         xaxis=dict(title=LABEL_TITLES.get(parameter, parameter), showline=True, mirror=True,
+                                    linecolor="#444"),
+                         yaxis=dict(title="reconstruction MSE [flux²]", type="log", showline=True, mirror=True,
+                                    linecolor="#444"),
+                         legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
+    return figure

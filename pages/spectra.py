@@ -28,6 +28,8 @@ PRESETS = {"fast": "fast — minutes on a laptop CPU (improved recipe)",
            "paper-fast": "paper-fast — the paper's recipe, short schedule",
            "paper": "paper — the published sizes (200 epochs; for a GPU)"}
 SCHEDULES = {"": "the preset's (constant)", "cosine": "cosine decay to 1 % over the run"}
+CP_FEATURES = {"": "the preset's (linear)", "linear": "linear (the paper)",
+               "fourier": "linear + Fourier features"}
 SHOW = ["Original", "Reconstruction", "Generated", "True"]
 
 
@@ -529,6 +531,11 @@ def train_tab() -> None:
             "Decoder refit epochs", 0, 1000, value=None, placeholder="preset default", key="train_refit",
             help="After training, the encoder is frozen and the decoder alone is refitted to the training "
                  "spectra for this many epochs: the latent stays as trained, reconstructions improve. 0: off.")
+        cp_features = columns[2].selectbox(
+            "Conditional inputs", list(CP_FEATURES), format_func=CP_FEATURES.get, key="train_cp_features",
+            help="How the encoder and decoder see Teff, log g ...: their standardised values (the paper), or also "
+                 "sines and cosines of their position in the training range, which make a spectrum's non-linear "
+                 "response easier to learn (see the README for what it changes).")
         submitted = st.form_submit_button("Start training in the background", type="primary",
                                           icon=":material/play_arrow:")
     if submitted:
@@ -541,6 +548,8 @@ def train_tab() -> None:
                 overrides["lr_schedule"] = schedule
             if refit is not None:
                 overrides["decoder_refit_epochs"] = int(refit)
+            if cp_features:
+                overrides["cp_features"] = cp_features
             logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
             if parsed is not None:
                 overrides["lambdas"] = list(parsed)
@@ -659,6 +668,17 @@ def evaluate_tab() -> None:
             st.dataframe(twins, hide_index=True, column_config={
                 "twins top-10": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")})
         st.dataframe(logic.evaluation_metrics_table(evaluated), hide_index=True, width="stretch")
+        by_parameter = logic.recon_by_parameter_table(evaluated)
+        if not by_parameter.empty:
+            title = LABEL_TITLES.get(by_parameter["parameter"].iloc[0], by_parameter["parameter"].iloc[0])
+            st.markdown(f"#### Reconstruction error across {title}")
+            st.caption("Mean squared error of held-out reconstructions in bins of the first conditional "
+                       "parameter: where across the grid a model loses detail (for Teff, cool stars' molecular "
+                       "bands carry most of the chemistry).")
+            st.plotly_chart(plots.recon_by_parameter_figure(by_parameter), key="recon_by_cp_chart",
+                            config=plots.PLOTLY_CONFIG, theme=None)
+            st.download_button("Reconstruction error by bin · CSV", by_parameter.to_csv(index=False).encode(),
+                               file_name="recon_by_parameter.csv", mime="text/csv", on_click="ignore")
 
     results()
     embedding_section()

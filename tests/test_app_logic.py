@@ -285,6 +285,20 @@ def test_r2_comparison_has_paper_numbers(tmp_path):
     assert "mdAT (again)" in duplicate.columns
 
 
+def test_reconstruction_error_by_parameter_table_and_figure(tmp_path):
+    records = [_record(tmp_path, f"run-{mode}", mode=mode) for mode in ("noat", "mdat")]
+    breakdown = {"parameter": "teff", "low": [3200.0, 4400.0], "high": [4200.0, 6000.0],
+                 "mean": [2e-5, 5e-6], "count": [30, 45]}
+    evaluated = [(records[0], {"recon_mse_by_cp": breakdown}), (records[1], {"recon_rms": 0.01})]
+    table = logic.recon_by_parameter_table(evaluated)
+    assert list(table["bin"]) == ["3200–4200", "4400–6000"] and list(table["count"]) == [30, 45]
+    assert table["run"].iloc[0].startswith("noAT")  # the run without the breakdown adds no rows
+    figure = plots.recon_by_parameter_figure(table)
+    assert len(figure.data) == 1 and list(figure.data[0].x) == [3700.0, 5200.0]
+    assert figure.layout.xaxis.title.text == "Teff [K]" and figure.layout.yaxis.type == "log"
+    assert logic.recon_by_parameter_table(evaluated[1:]).empty
+
+
 def test_runs_tables_and_listing(tmp_path, toy_run):
     records = [_record(tmp_path, "a", latent_dim=4), _record(tmp_path, "b", latent_dim=8)]
     diff = logic.config_diff(records)

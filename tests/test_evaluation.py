@@ -64,6 +64,26 @@ def test_evaluate_a_trained_run(toy_dataset, tmp_path):
     assert set(metrics["r2"]) == {"teff", "logg", "feh", "afe"}
     assert 0 <= metrics["twins_top10"] <= 1
     assert metrics["recon_mse"] > 0 and metrics["gen_rmse"] > 0 and metrics["decode_ms"] > 0
+    by_teff = metrics["recon_mse_by_cp"]
+    assert by_teff["parameter"] == "teff"
+    # The bins partition the held-out objects, so their weighted mean is the overall error.
+    weighted = np.average(by_teff["mean"], weights=by_teff["count"])
+    assert weighted == pytest.approx(metrics["recon_mse"], rel=1e-4)
+
+
+def test_error_by_parameter_keeps_grid_nodes_whole():
+    from astrocore.evaluation import error_by_parameter
+
+    teff = np.repeat(np.arange(3200.0, 6001.0, 200.0), 4)  # 15 grid nodes, 4 stars each
+    errors = np.where(teff < 4000, 10.0, 1.0)
+    result = error_by_parameter(errors, teff, "teff", n_bins=5)
+    assert result["count"] == [12] * 5 and sum(result["count"]) == len(teff)
+    assert result["low"] == [3200.0, 3800.0, 4400.0, 5000.0, 5600.0]
+    assert result["high"] == [3600.0, 4200.0, 4800.0, 5400.0, 6000.0]
+    assert result["mean"][0] == 10.0 and result["mean"][-1] == 1.0
+    assert result["mean"][1] == pytest.approx((10 * 4 + 1 * 8) / 12)  # 3800 K is cool, 4000 and 4200 K not
+    single = error_by_parameter(np.ones(6), np.full(6, 4500.0), "teff")
+    assert single["count"] == [6] and single["low"] == single["high"] == [4500.0]
 
 
 def test_projection_methods_and_cache(tmp_path):

@@ -196,6 +196,7 @@ def test_train_tab_starts_a_background_run():
     at.text_input(key="train_lambdas").input("0.05")
     at.selectbox(key="train_schedule").set_value("cosine")
     at.number_input(key="train_refit").set_value(1)
+    at.selectbox(key="train_cp_features").set_value("fourier")
     submit = [b for b in at.button if "Start training" in str(b.label)][0]
     submit.click().run()
     assert not at.exception
@@ -206,7 +207,7 @@ def test_train_tab_starts_a_background_run():
     record = RunRecord.read(logic.runs_dir() / run_id)
     assert record.config["mode"] == "at" and record.config["epochs"] == 1
     assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
-    assert record.config["decoder_refit_epochs"] == 1
+    assert record.config["decoder_refit_epochs"] == 1 and record.config["cp_features"] == "fourier"
     at.run()
     assert any(option.startswith(run_id) for option in at.selectbox(key="model_pick").options)
     # A bad lambda is a message, not a traceback.
@@ -220,11 +221,15 @@ def test_evaluate_tab_table_and_colouring():
     fake = {"run": folder.name, "mode": "mdat", "conditional": ["teff", "logg"],
             "r2": {"teff": 0.2, "logg": 0.1, "feh": 0.8, "afe": 0.5}, "r2_knn": {"teff": 0.3, "logg": 0.2},
             "twins_top10": 0.4, "recon_rms": 0.01,
+            "recon_mse_by_cp": {"parameter": "teff", "low": [4000.0, 5000.0], "high": [4500.0, 5500.0],
+                                "mean": [3e-5, 1e-5], "count": [20, 20]},
             "X": {"r2": {"teff": 0.99, "logg": 0.97, "feh": 0.9, "afe": 0.6}, "twins_top10": 0.05}}
     jobs.evaluation_path(folder).write_text(json.dumps(fake))
     at = open_page("pages/spectra.py", tab="Evaluate")
     assert any("paper mdAT" in str(frame.value.columns.tolist()) for frame in at.dataframe
                if hasattr(frame.value, "columns"))
+    assert any(spec["layout"]["yaxis"].get("type") == "log" and "Teff" in json.dumps(spec["layout"]["xaxis"])
+               for spec in chart_specs(at))  # the reconstruction error across Teff
     at.selectbox(key="emb_colour").set_value("logg").run()
     assert not at.exception
     colourbar = [spec for spec in chart_specs(at) if spec["data"] and spec["data"][0].get("mode") == "markers"]
