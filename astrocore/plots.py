@@ -543,7 +543,7 @@ def recon_by_parameter_figure(table, height: int = 340) -> go.Figure:
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=70, r=20, t=20, b=45),
                          xaxis=dict(title=LABEL_TITLES.get(parameter, parameter), showline=True, mirror=True,
                                     linecolor="#444"),
-                         yaxis=dict(title="reconstruction MSE [flux²]", type="log", showline=True, mirror=True,
+                         yaxis=dict(title="reconstruction MSE (normalised flux)", type="log", showline=True, mirror=True,
                                     linecolor="#444"),
                          legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return figure

@@ -673,8 +673,7 @@ def evaluate_tab() -> None:
             title = LABEL_TITLES.get(by_parameter["parameter"].iloc[0], by_parameter["parameter"].iloc[0])
             st.markdown(f"#### Reconstruction error across {title}")
             st.caption("Mean squared error of held-out reconstructions in bins of the first conditional "
-                       "parameter: where across the grid a model loses detail (for Teff, cool stars' molecular "
-                       "bands carry most of the chemistry).")
+                       "parameter (continuum-normalised flux): where across the grid a model loses detail.")
             st.plotly_chart(plots.recon_by_parameter_figure(by_parameter), key="recon_by_cp_chart",
                             config=plots.PLOTLY_CONFIG, theme=None)
             st.download_button("Reconstruction error by bin · CSV", by_parameter.to_csv(index=False).encode(),
