@@ -73,7 +73,8 @@ def _probe_model(kind: str, n_features: int, n_samples: int, seed: int):
 
 def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
              test_targets: np.ndarray, kind: str = "mlp", seed: int = 0) -> np.ndarray:
-    """R^2 on ``test`` of a probe fitted on ``train``, one value per column of the targets.
+    """R^2 on ``test`` of a probe fitted on ``train``, one value per column of the targets (NaN
+    for a column that does not vary in the training or the test objects).
 
     Inputs are standardised (and PCA-reduced when wider than MAX_PROBE_DIMS), targets are
     standardised with the training statistics. ``kind`` is ``mlp`` (two hidden layers, early
@@ -86,11 +87,17 @@ def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_feature
     test_targets = np.asarray(test_targets, dtype=np.float64).reshape(len(test_features), -1)
     if train_features.shape[1] != test_features.shape[1]:
         raise ValueError("train and test features must have the same number of columns.")
-    mean, std = train_targets.mean(axis=0), np.maximum(train_targets.std(axis=0), 1e-12)
+    train_spread, test_spread = train_targets.std(axis=0), test_targets.std(axis=0)
+    mean, std = train_targets.mean(axis=0), np.maximum(train_spread, 1e-12)
     scores = []
     # Small matrices: one BLAS thread is several times faster than two fighting over them.
     with threadpool_limits(limits=1, user_api="blas"):
         for column in range(train_targets.shape[1]):
+            if train_spread[column] < 1e-12 or test_spread[column] <= 1e-6 * train_spread[column]:
+                # A label that does not vary (e.g. one held-out chemistry) has no R^2: NaN, not a
+                # meaningless 0 or -1e30 from rounding noise.
+                scores.append(np.nan)
+                continue
             model = _probe_model(kind, train_features.shape[1], len(train_features), seed)
             model.fit(train_features, (train_targets[:, column] - mean[column]) / std[column])
             truth = (test_targets[:, column] - mean[column]) / std[column]
@@ -191,14 +198,14 @@ def representation_scores(train_features: np.ndarray, train_labels: Table, test_
                           test_labels: Table, probe_labels=PROBE_LABELS, seed: int = 0) -> dict:
     """R^2 of standardised MLP, k-NN and polynomial-ridge probes (``r2``, ``r2_knn``, ``r2_poly2``)
     fitted on the training objects and scored on the held-out ones (other stars: other chemical
-    fingerprints), per label; plus the twins score of the held-out objects when the data has
+    fingerprints), per label (None where the label does not vary, see :func:`probe_r2`); plus the twins score of the held-out objects when the data has
     chemical fingerprints."""
     names = [name for name in probe_labels if name in test_labels.colnames]
     train_targets = np.stack([np.asarray(train_labels[name], np.float64) for name in names], axis=1)
     test_targets = np.stack([np.asarray(test_labels[name], np.float64) for name in names], axis=1)
     scores = {
-        kind_name: dict(zip(names, probe_r2(train_features, train_targets, test_features, test_targets,
-                                            kind, seed).round(4).tolist()))
+        kind_name: dict(zip(names, [None if np.isnan(value) else value for value in probe_r2(
+            train_features, train_targets, test_features, test_targets, kind, seed).round(4).tolist()]))
         for kind_name, kind in PROBE_KEYS.items()
     }
     if "fingerprint" in test_labels.colnames and {"teff", "logg"} <= set(test_labels.colnames):

@@ -654,7 +654,9 @@ def evaluate_tab() -> None:
         st.markdown("#### R² of predicting each label — this app vs. Santoveña et al. (2024)")
         st.caption("Lower is better for the conditioned labels (the latent should not know them), higher for the "
                    "others (the latent should keep the chemistry). 'paper' columns are the published numbers for the "
-                   "comparable grid; they are blank when the paper has no such grid.")
+                   "comparable grid; they are blank when the paper has no such grid. A '–' in this app's "
+                   "columns: the label does not vary among the held-out stars (e.g. one chemistry), so it has "
+                   "no R².")
         st.dataframe(logic.formatted(table), width="stretch")
         st.plotly_chart(plots.r2_figure(table), key="r2_chart", config=plots.PLOTLY_CONFIG, theme=None)
         st.download_button("R² table · CSV", table.to_csv().encode(), file_name="r2_comparison.csv",

@@ -278,7 +278,18 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
         _screenshot(browser, "05c_uploaded_gandalf_zip.png")
     _click_tab(browser, "Evaluate")
     assert _wait(lambda: "Embeddings of X and z" in browser.find_element(By.TAG_NAME, "body").text, 60)
+    # Evaluate the default model in the background, as a user would, and wait for its results.
+    buttons = [b for b in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stButton"] button')
+               if "in the background" in b.text and "Evaluate" in b.text]  # the text includes the icon's name
+    if buttons:
+        buttons[0].click()
+    finished = _wait(lambda: "Reconstruction error across" in browser.find_element(By.TAG_NAME, "body").text, 300)
+    if not finished:
+        _screenshot(browser, "06_evaluate_failed.png")
+    assert finished, "the background evaluation should finish and show its tables and charts"
     time.sleep(2.0)
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "R² of predicting each label" in body and "Traceback" not in body
     _screenshot(browser, "06_evaluate.png")
     _click_tab(browser, "Train")
     assert _wait(lambda: "Learning rate" in browser.find_element(By.TAG_NAME, "body").text, 60)

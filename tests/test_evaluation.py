@@ -26,6 +26,23 @@ def test_probe_is_fair_to_tiny_latent_spreads():
     assert probe_r2(tiny[:350], target[:350], tiny[350:], target[350:], "mlp")[0] > 0.9
 
 
+def test_a_label_that_does_not_vary_has_no_r2():
+    # One held-out chemistry: its [alpha/Fe] is one value up to float32 rounding, so R^2 is undefined.
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(300, 4))
+    varying = rng.uniform(-1, 1, 300)
+    held_out_constant = np.where(np.arange(300) < 200, varying, np.float32(0.1) + 1e-12 * rng.normal(size=300))
+    targets = np.stack([varying, held_out_constant, np.full(300, 0.3)], axis=1)
+    scores = probe_r2(features[:200], targets[:200], features[200:], targets[200:], "knn")
+    assert np.isfinite(scores[0]) and np.isnan(scores[1]) and np.isnan(scores[2])
+    from astropy.table import Table
+
+    from astrocore.evaluation import representation_scores
+    labels = Table({"teff": varying, "afe": held_out_constant})
+    result = representation_scores(features[:200], labels[:200], features[200:], labels[200:], ("teff", "afe"))
+    assert result["r2"]["afe"] is None and isinstance(result["r2"]["teff"], float)
+
+
 def test_twins_score_extremes():
     fingerprint = np.repeat(np.arange(20), 6)
     grid_point = np.tile(np.arange(6), 20)

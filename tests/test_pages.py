@@ -219,15 +219,16 @@ def test_train_tab_starts_a_background_run():
 def test_evaluate_tab_table_and_colouring():
     folder = default_folder()
     fake = {"run": folder.name, "mode": "mdat", "conditional": ["teff", "logg"],
-            "r2": {"teff": 0.2, "logg": 0.1, "feh": 0.8, "afe": 0.5}, "r2_knn": {"teff": 0.3, "logg": 0.2},
+            "r2": {"teff": 0.2, "logg": 0.1, "feh": 0.8, "afe": None}, "r2_knn": {"teff": 0.3, "logg": 0.2},
             "twins_top10": 0.4, "recon_rms": 0.01,
             "recon_mse_by_cp": {"parameter": "teff", "low": [4000.0, 5000.0], "high": [4500.0, 5500.0],
                                 "mean": [3e-5, 1e-5], "count": [20, 20]},
             "X": {"r2": {"teff": 0.99, "logg": 0.97, "feh": 0.9, "afe": 0.6}, "twins_top10": 0.05}}
     jobs.evaluation_path(folder).write_text(json.dumps(fake))
     at = open_page("pages/spectra.py", tab="Evaluate")
-    assert any("paper mdAT" in str(frame.value.columns.tolist()) for frame in at.dataframe
-               if hasattr(frame.value, "columns"))
+    r2_table = next(frame.value for frame in at.dataframe
+                    if hasattr(frame.value, "columns") and "paper mdAT" in frame.value.columns)
+    assert r2_table.loc["[alpha/Fe] [dex]", "mdAT"] == "–"  # no R² for a label that does not vary
     assert any(spec["layout"]["yaxis"].get("type") == "log" and "Teff" in json.dumps(spec["layout"]["xaxis"])
                for spec in chart_specs(at))  # the reconstruction error across Teff
     at.selectbox(key="emb_colour").set_value("logg").run()
