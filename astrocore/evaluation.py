@@ -198,8 +198,8 @@ def representation_scores(train_features: np.ndarray, train_labels: Table, test_
                           test_labels: Table, probe_labels=PROBE_LABELS, seed: int = 0) -> dict:
     """R^2 of standardised MLP, k-NN and polynomial-ridge probes (``r2``, ``r2_knn``, ``r2_poly2``)
     fitted on the training objects and scored on the held-out ones (other stars: other chemical
-    fingerprints), per label (None where the label does not vary, see :func:`probe_r2`); plus the twins score of the held-out objects when the data has
-    chemical fingerprints."""
+    fingerprints), per label (None where the label does not vary, see :func:`probe_r2`); plus the
+    twins score of the held-out objects when the data has chemical fingerprints."""
     names = [name for name in probe_labels if name in test_labels.colnames]
     train_targets = np.stack([np.asarray(train_labels[name], np.float64) for name in names], axis=1)
     test_targets = np.stack([np.asarray(test_labels[name], np.float64) for name in names], axis=1)
