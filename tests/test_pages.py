@@ -70,6 +70,17 @@ def default_folder() -> Path:
     return logic.runs_dir() / logic.default_model_settings()["run_id"]
 
 
+@pytest.fixture
+def default_model():
+    """The first-visit default model, trained (by a first page visit) if no earlier test did, so
+    each test that needs it also runs alone."""
+    if jobs.job_status(default_folder())["state"] != "done":
+        AppTest.from_file(APP, default_timeout=TIMEOUT).run().switch_page("pages/spectra.py").run()
+        status = jobs.wait(default_folder(), timeout=TIMEOUT)
+        assert status["state"] == "done", status
+    return default_folder()
+
+
 # ---------------------------------------------------------------------------- home
 def test_home_page_explains_the_tools():
     at = open_page()
@@ -100,7 +111,7 @@ def test_first_visit_trains_the_default_model_in_the_background():
     assert at.selectbox(key="model_pick").value == logic.default_model_settings()["run_id"]
 
 
-def test_moving_the_teff_slider_redraws_the_spectrum():
+def test_moving_the_teff_slider_redraws_the_spectrum(default_model):
     at = open_page("pages/spectra.py")
     before = spectrum_meta(at)
     generated_before = next(t for t in chart_specs(at)[-1]["data"] if t["name"] == "Generated")["y"]
@@ -119,7 +130,7 @@ def test_moving_the_teff_slider_redraws_the_spectrum():
     assert not at.exception
 
 
-def test_latent_editor_and_star_picker():
+def test_latent_editor_and_star_picker(default_model):
     at = open_page("pages/spectra.py")
     at.toggle(key="edit_latent").set_value(True).run()
     latent = [slider for slider in at.slider if slider.key and slider.key.startswith("z_")]
@@ -140,7 +151,7 @@ def spectrum_meta_title(at: AppTest) -> str:
     return ""
 
 
-def test_data_tab_shows_simulated_data():
+def test_data_tab_shows_simulated_data(default_model):
     at = open_page("pages/spectra.py", tab="Data")
     at.radio(key="data_kind").set_value("APOGEE-like simulator").run()
     at.number_input(key="n_apogee").set_value(3).run()  # the default model's grid: cached on disk
@@ -173,7 +184,7 @@ def test_bad_uploads_give_readable_errors(tmp_path):
     assert not at.exception and "weights.npz" in texts(at.error)
 
 
-def test_wavelength_mismatch_is_reported_on_the_page():
+def test_wavelength_mismatch_is_reported_on_the_page(default_model):
     example = ASSETS / "example_rvs_spectra.csv"
     if not example.exists():
         pytest.skip("assets/example_rvs_spectra.csv is missing")
@@ -189,7 +200,7 @@ def test_wavelength_mismatch_is_reported_on_the_page():
     assert "cannot go through this model" in texts(at.error)
 
 
-def test_train_tab_starts_a_background_run():
+def test_train_tab_starts_a_background_run(default_model):
     at = open_page("pages/spectra.py", tab="Train")
     at.radio(key="train_mode").set_value("at")
     at.number_input(key="train_epochs").set_value(1)
@@ -216,7 +227,7 @@ def test_train_tab_starts_a_background_run():
     assert "one per conditional parameter" in texts(at.error)
 
 
-def test_evaluate_tab_table_and_colouring():
+def test_evaluate_tab_table_and_colouring(default_model):
     folder = default_folder()
     fake = {"run": folder.name, "mode": "mdat", "conditional": ["teff", "logg"],
             "r2": {"teff": 0.2, "logg": 0.1, "feh": 0.8, "afe": None}, "r2_knn": {"teff": 0.3, "logg": 0.2},
@@ -241,7 +252,10 @@ def test_evaluate_tab_table_and_colouring():
 
 
 # ---------------------------------------------------------------------------- runs
-def test_runs_page_lists_compares_and_deletes():
+def test_runs_page_lists_compares_and_deletes(default_model, toy_dataset):
+    if len(list_runs()) < 2:  # run alone: a second run to compare and delete
+        from astrocore.models.disentangler import DisentanglerConfig, fit
+        fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=2), runs_root=logic.runs_dir())
     at = open_page("pages/runs.py")
     table = at.dataframe[0].value
     ids = set(table["id"])
@@ -259,7 +273,7 @@ def test_runs_page_lists_compares_and_deletes():
 
 
 @pytest.mark.slow
-def test_umap_embedding_is_computed_in_the_background():
+def test_umap_embedding_is_computed_in_the_background(default_model):
     folder = default_folder()
     at = open_page("pages/spectra.py", tab="Evaluate")
     at.radio(key="emb_method").set_value("umap").run()
