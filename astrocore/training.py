@@ -208,8 +208,7 @@ def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: Histo
     _atomic_save_tensors(folder / "checkpoint.safetensors", tensors)
     atomic_write_text(
         folder / "checkpoint.json",
-        json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers,
-                    "has_best_state": best_state is not None}),
+        json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers}),
     )
 
 
@@ -225,7 +224,8 @@ def load_checkpoint(folder: Path, task: TrainingTask) -> tuple[int, History, dic
         task.modules[name].load_state_dict(state)
     for name, optimizer in task.optimizers.items():
         optimizer.load_state_dict(_unflatten_optimizer(meta["optimizers"][name], tensors))
-    best_state = _module_states("best", tensors, task.modules) if meta.get("has_best_state") else None
+    has_best = any(key.startswith("best.") for key in tensors)  # absent before the first epoch
+    best_state = _module_states("best", tensors, task.modules) if has_best else None
     return int(meta["epoch"]), History.from_dict(meta["history"]), best_state
 
 

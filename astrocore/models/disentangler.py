@@ -245,14 +245,15 @@ class Disentangler(nn.Module):
         scaled = self.scale_cp(cp)
         if self.config.cp_features == "linear":
             return scaled
-        # Position in the training range (beyond 0..1 when extrapolating), then its harmonics.
-        fraction = (cp - self.cp_min) / (self.cp_max - self.cp_min).clamp_min(1e-12)
-        return torch.cat([scaled, fourier_features(fraction, self.config.cp_frequencies)], dim=1)
+        return torch.cat([scaled, fourier_features(self.cp_fraction(cp), self.config.cp_frequencies)], dim=1)
+
+    def cp_fraction(self, cp: torch.Tensor) -> torch.Tensor:
+        """Position of each conditional parameter in its training range: 0 to 1 inside it."""
+        return (cp - self.cp_min) / (self.cp_max - self.cp_min).clamp_min(1e-12)
 
     def cp_bins(self, cp: torch.Tensor) -> torch.Tensor:
         """Bin index (0..n_bins-1) of each conditional parameter over its training range."""
-        fraction = (cp - self.cp_min) / (self.cp_max - self.cp_min).clamp_min(1e-12)
-        return (fraction * self.config.n_bins).long().clamp(0, self.config.n_bins - 1)
+        return (self.cp_fraction(cp) * self.config.n_bins).long().clamp(0, self.config.n_bins - 1)
 
     # -- the autoencoder on network units (scaled flux; cp as given by cp_inputs)
     def encode_scaled(self, scaled_flux: torch.Tensor, cp_inputs: torch.Tensor) -> torch.Tensor:
