@@ -121,7 +121,8 @@ def _paper_recipe_fields() -> dict:
     """The paper's recipe (all config fields of the ``paper`` preset but the schedule)."""
     paper = DisentanglerConfig.preset("paper-fast")
     keep = ("latent_dim", "latent_activation", "scaling", "adversary", "objective", "lambdas",
-            "lambda_warmup_epochs", "adversary_steps", "twin_weight", "decoder_refit_epochs", "cp_features")
+            "lambda_warmup_epochs", "adversary_steps", "twin_weight", "decoder_refit_epochs", "cp_features",
+            "conditioning")
     return {key: getattr(paper, key) for key in keep}
 
 

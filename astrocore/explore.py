@@ -211,9 +211,10 @@ def encoder_features(run, spectra, conditional, batch_size: int = 1024) -> np.nd
     """
     import torch
 
+    from .models.disentangler import hidden_features
+
     model = run.model
     width = feature_width(run)
-    hidden = model.encoder[:-1]  # nn.Sequential: every layer but the final linear map to z
     spectra = np.asarray(spectra, np.float32)
     if spectra.ndim == 1:
         spectra = spectra[None]
@@ -225,7 +226,7 @@ def encoder_features(run, spectra, conditional, batch_size: int = 1024) -> np.nd
             flux = torch.as_tensor(run.check_spectra(spectra[start:start + batch_size]), device=device)
             scaled = torch.cat([model.scale_flux(flux), model.cp_inputs(torch.as_tensor(cp[start:start + batch_size],
                                                                                          device=device))], dim=1)
-            parts.append(hidden(scaled).float().cpu().numpy())
+            parts.append(hidden_features(model.encoder, scaled).float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
 

@@ -12,9 +12,11 @@ def test_make_train_evaluate_list_embed(tmp_path, capsys, toy_dataset):
     toy_dataset.save(data_path)
     runs = tmp_path / "runs"
     assert main(["train", "disentangle", "--data", str(data_path), "--mode", "mdat", "--conditional", "teff,logg",
-                 "--epochs", "2", "--set", "latent_dim=3", "twin_weight=0.5", "--out", str(runs), "--run-id", "cli-run"]) == 0
+                 "--epochs", "2", "--set", "latent_dim=3", "twin_weight=0.5", "conditioning=film-encoder",
+                 "--out", str(runs), "--run-id", "cli-run"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["run"] == "cli-run" and (runs / "cli-run" / "weights.safetensors").exists()
+    assert json.loads((runs / "cli-run" / "run.json").read_text())["config"]["conditioning"] == "film-encoder"
 
     assert main(["evaluate", str(runs / "cli-run"), "--json", "--max-objects", "100"]) == 0
     metrics = json.loads(capsys.readouterr().out)

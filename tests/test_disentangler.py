@@ -167,3 +167,43 @@ def test_fourier_conditional_features(toy_dataset, tmp_path):
     np.testing.assert_allclose(spectra, run.generate(toy_dataset.spectra[0], [4000.0, 1.0],
                                                      [[4500.0, 2.0], [6000.0, 2.0]])[0], atol=1e-5)
     assert np.isfinite(spectra).all() and flags.tolist() == [False, True]
+
+
+def test_film_conditioning(toy_dataset, tmp_path):
+    from astrocore.explore import encoder_features
+    from astrocore.models.disentangler import FiLMMLP, hidden_features, mlp
+
+    with pytest.raises(ValueError, match="conditioning"):
+        DisentanglerConfig(conditioning="attention")
+    # Untrained, the modulation is zero: the network equals a plain MLP with the same weights.
+    film, plain = FiLMMLP([12, 16, 8, 5], n_conditions=2), mlp([12, 16, 8, 5])
+    for index, layer in enumerate(film.layers):
+        plain[2 * index].load_state_dict(layer.state_dict())
+    inputs = torch.randn(9, 12)
+    torch.testing.assert_close(film(inputs), plain(inputs))
+    torch.testing.assert_close(hidden_features(film, inputs), hidden_features(plain, inputs))
+    # The conditions (the last two inputs) reach every hidden layer through the modulation, which
+    # learns: a gradient step makes the output depend on them beyond the first layer.
+    target = torch.randn(9, 5)
+    optimiser = torch.optim.Adam(film.parameters(), lr=1e-2)
+    for _ in range(5):
+        optimiser.zero_grad()
+        torch.nn.functional.mse_loss(film(inputs), target).backward()
+        optimiser.step()
+    assert film.modulation[-1].weight.abs().sum() > 0
+    shifted = inputs.clone()
+    shifted[:, -2:] += 1.0
+    assert not torch.allclose(film.hidden(shifted) - plain[:-1](shifted), torch.zeros(9, 8), atol=1e-4)
+
+    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, conditioning="film"),
+              runs_root=tmp_path)
+    assert isinstance(run.model.encoder, FiLMMLP) and isinstance(run.model.decoder, FiLMMLP)
+    encoder_only = Disentangler(30, DisentanglerConfig(latent_dim=3, conditioning="film-encoder"))
+    assert isinstance(encoder_only.encoder, FiLMMLP) and not isinstance(encoder_only.decoder, FiLMMLP)
+    reloaded = load_run(run.path)
+    assert reloaded.config.conditioning == "film"
+    cp = toy_dataset.label_array(("teff", "logg"))[:4]
+    np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:4], cp), run.encode(toy_dataset.spectra[:4], cp),
+                               atol=1e-5)
+    h = encoder_features(reloaded, toy_dataset.spectra[:4], cp)
+    assert h.shape == (4, reloaded.config.encoder_hidden[-1]) and np.isfinite(h).all()

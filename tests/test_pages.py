@@ -208,6 +208,7 @@ def test_train_tab_starts_a_background_run(default_model):
     at.selectbox(key="train_schedule").set_value("cosine")
     at.number_input(key="train_refit").set_value(1)
     at.selectbox(key="train_cp_features").set_value("fourier")
+    at.selectbox(key="train_conditioning").set_value("film")
     submit = [b for b in at.button if "Start training" in str(b.label)][0]
     submit.click().run()
     assert not at.exception
@@ -219,6 +220,7 @@ def test_train_tab_starts_a_background_run(default_model):
     assert record.config["mode"] == "at" and record.config["epochs"] == 1
     assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
     assert record.config["decoder_refit_epochs"] == 1 and record.config["cp_features"] == "fourier"
+    assert record.config["conditioning"] == "film"
     at.run()
     assert any(option.startswith(run_id) for option in at.selectbox(key="model_pick").options)
     # A bad lambda is a message, not a traceback.

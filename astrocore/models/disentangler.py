@@ -39,6 +39,7 @@ from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, count_bat
 
 MODES = ("noat", "at", "mdat")
 CP_FEATURES = ("linear", "fourier")
+CONDITIONINGS = ("concat", "film", "film-encoder")
 
 
 # ============================================================================ configuration
@@ -86,6 +87,13 @@ class DisentanglerConfig:
     # decoder's held-out error 3.7x at the same size and epochs.
     cp_features: str = "linear"
     cp_frequencies: int = 8
+    # Where the conditional parameters enter the encoder and decoder (an addition to the paper).
+    # concat: beside the flux or latent at the input (paper). film: there too, and a small network
+    # of cp also scales and shifts every hidden layer (feature-wise linear modulation, Perez et al.
+    # 2018) of both networks; film-encoder: of the encoder only. A line's response to an abundance
+    # grows or fades with Teff and logg, a product of the two that input-only networks must build
+    # from depth; reading the chemistry out of a spectrum is where this helps mdat most.
+    conditioning: str = "concat"
     # After the adversarial training (an addition to the paper): freeze the encoder and refit the
     # decoder alone to the training spectra from their now fixed latents, for this many epochs
     # (cosine-decayed rate). The latent, and so every probe result, is unchanged; the decoder no
@@ -121,6 +129,7 @@ class DisentanglerConfig:
             "objective": ("paper", "bounded"),
             "lr_schedule": LR_SCHEDULES,
             "cp_features": CP_FEATURES,
+            "conditioning": CONDITIONINGS,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -182,6 +191,56 @@ def mlp(sizes: list[int], activation: str = "leaky_relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class FiLMMLP(nn.Module):
+    """An MLP whose last ``n_conditions`` input columns also modulate every hidden layer:
+    h <- h * (1 + gamma(c)) + beta(c), after the activation (FiLM; Perez et al. 2018).
+
+    The modulation network starts at zero, so an untrained FiLMMLP equals :func:`mlp` of the same
+    sizes. ``sizes`` include the conditions in the input width, as for :func:`mlp`.
+    """
+
+    def __init__(self, sizes: list[int], n_conditions: int, activation: str = "leaky_relu",
+                 modulation_hidden: int = 64):
+        super().__init__()
+        self.n_conditions = n_conditions
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.activation = ACTIVATIONS[activation]()
+        self.widths = list(sizes[1:-1])
+        self.modulation = nn.Sequential(
+            nn.Linear(n_conditions, modulation_hidden), ACTIVATIONS[activation](),
+            nn.Linear(modulation_hidden, 2 * sum(self.widths)),
+        )
+        nn.init.zeros_(self.modulation[-1].weight)
+        nn.init.zeros_(self.modulation[-1].bias)
+
+    def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Activations of the last hidden layer (after its modulation)."""
+        modulation = self.modulation(inputs[:, -self.n_conditions:])
+        features, start = inputs, 0
+        for layer, width in zip(self.layers[:-1], self.widths):
+            features = self.activation(layer(features))
+            scale, shift = modulation[:, start:start + width], modulation[:, start + width:start + 2 * width]
+            features = features * (1 + scale) + shift
+            start += 2 * width
+        return features
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.layers[-1](self.hidden(inputs))
+
+
+def conditioned_mlp(sizes: list[int], n_conditions: int, film: bool, activation: str) -> nn.Module:
+    """The encoder's or decoder's network: the conditions are the last ``n_conditions`` inputs,
+    which also modulate every hidden layer when ``film``."""
+    if film:
+        return FiLMMLP(sizes, n_conditions, activation)
+    return mlp(sizes, activation)
+
+
+def hidden_features(network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """A network's last hidden layer for ``inputs``: everything but its final linear map."""
+    return network.hidden(inputs) if isinstance(network, FiLMMLP) else network[:-1](inputs)
+
+
 def fourier_features(fraction: torch.Tensor, n_frequencies: int) -> torch.Tensor:
     """sin(k pi t) for k = 1..n_frequencies, then the cosines, of each column t of ``fraction``
     (n, n_columns): shape (n, 2 n_columns n_frequencies). ``t`` is a position in a range, 0 to 1."""
@@ -202,11 +261,14 @@ class Disentangler(nn.Module):
         self.config = config
         n_cp = len(config.conditional)
         n_cp_inputs = n_cp * (1 + 2 * config.cp_frequencies if config.cp_features == "fourier" else 1)
-        self.encoder = mlp([n_pixels + n_cp_inputs, *config.encoder_hidden, config.latent_dim], config.activation)
+        encoder_film, decoder_film = config.conditioning != "concat", config.conditioning == "film"
+        self.encoder = conditioned_mlp([n_pixels + n_cp_inputs, *config.encoder_hidden, config.latent_dim],
+                                       n_cp_inputs, encoder_film, config.activation)
         self.latent_norm = (
             nn.BatchNorm1d(config.latent_dim, affine=False) if config.latent_activation == "batchnorm" else None
         )
-        self.decoder = mlp([config.latent_dim + n_cp_inputs, *config.decoder_hidden, n_pixels], config.activation)
+        self.decoder = conditioned_mlp([config.latent_dim + n_cp_inputs, *config.decoder_hidden, n_pixels],
+                                       n_cp_inputs, decoder_film, config.activation)
         self.adversaries = nn.ModuleList(
             mlp([config.latent_dim, *config.adversary_hidden, n_out]) for n_out in self.adversary_outputs()
         )
