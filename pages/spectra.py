@@ -544,7 +544,7 @@ def train_tab() -> None:
             help="Where Teff, log g ... enter the encoder and decoder: beside the spectrum or latent at the input "
                  "(the paper), or there and also scaling and shifting every hidden layer (FiLM), so a line's "
                  "response to an abundance can grow or fade with Teff and log g. On the APOGEE-like grid FiLM "
-                 "halved mdAT's reconstruction error but, on one of two splits, kept less [alpha/Fe] (README).")
+                 "halved mdAT's reconstruction error but, on two of three splits, kept less [alpha/Fe] (README).")
         submitted = st.form_submit_button("Start training in the background", type="primary",
                                           icon=":material/play_arrow:")
     if submitted:
