@@ -214,10 +214,16 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
     for _ in range(30):  # about +300 K (keys pressed during a redraw may coalesce)
         teff.send_keys(Keys.ARROW_RIGHT)
         time.sleep(0.05)
-    shown = teff.get_attribute("value")
-    after = _wait(lambda: (lambda s: s if s and s["values"]["teff"] == float(shown) else None)(
-        browser.execute_script(SPECTRUM_STATE)), 30, poll=0.2)
-    assert after, f"the chart did not follow the slider ({shown}): {browser.execute_script(SPECTRUM_STATE)}"
+
+    def chart_follows_slider():
+        # Read the slider each time: key presses still queued when the loop ends move it further.
+        shown = float(_teff_input(browser).get_attribute("value"))
+        chart = browser.execute_script(SPECTRUM_STATE)
+        return chart if chart and chart["values"]["teff"] == shown else None
+
+    after = _wait(chart_follows_slider, 30, poll=0.2)
+    assert after, (f"the chart did not follow the slider ({_teff_input(browser).get_attribute('value')}): "
+                   f"{browser.execute_script(SPECTRUM_STATE)}")
     assert after["values"]["teff"] > before["values"]["teff"] + 100
     assert after["signature"] != before["signature"], "the generated spectrum did not change"
     time.sleep(0.5)
