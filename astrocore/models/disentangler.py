@@ -215,13 +215,13 @@ class FiLMMLP(nn.Module):
 
     def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
         """Activations of the last hidden layer (after its modulation)."""
-        modulation = self.modulation(inputs[:, -self.n_conditions:])
-        features, start = inputs, 0
-        for layer, width in zip(self.layers[:-1], self.widths):
-            features = self.activation(layer(features))
-            scale, shift = modulation[:, start:start + width], modulation[:, start + width:start + 2 * width]
-            features = features * (1 + scale) + shift
-            start += 2 * width
+        # (scale, shift) for each hidden layer in turn.
+        pieces = self.modulation(inputs[:, -self.n_conditions:]).split(
+            [width for width in self.widths for _ in ("scale", "shift")], dim=1)
+        features = inputs
+        for index, layer in enumerate(self.layers[:-1]):
+            scale, shift = pieces[2 * index], pieces[2 * index + 1]
+            features = self.activation(layer(features)) * (1 + scale) + shift
         return features
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
