@@ -9,7 +9,7 @@ from pathlib import Path
 from .data import load_source, renderer_for
 from .evaluation import PROBE_KEYS, PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
 from .models.disentangler import MODES, DisentanglerConfig, fit
-from .models.emulator import EmulatorConfig, emulation_mse
+from .models.emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
 
 # What the bench keeps of each run's evaluation, per mode.
 RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "recon_mse_by_cp", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")
@@ -82,10 +82,19 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
     if not recipe_overrides:
         # The reference for disentangled reconstructions: a decoder given every true label, on
         # the same split and schedule (every mode shares them).
-        emulator = emulation_mse(dataset, any_run.arrays()["split"], test, config=EmulatorConfig(
-            epochs=config.epochs, batch_size=config.batch_size, seed=config.seed))
+        split = any_run.arrays()["split"]
+        emulator_config = EmulatorConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
+        emulator = emulation_mse(dataset, split, test, config=emulator_config)
         result["recon_mse"]["labels"] = emulator["test_mse"]
         result["train_s"]["labels"] = emulator["train_s"]
+        if set(label_columns(dataset)) - set(conditional):
+            # The reference for a latent that holds only what the conditional parameters leave:
+            # the same decoder given those labels as a supervised regressor reads them from the
+            # spectra of unseen stars.
+            estimated = estimated_label_mse(dataset, split, conditional, test, config=emulator_config)
+            result["recon_mse"]["labels_estimated"] = estimated["test_mse"]
+            result["train_s"]["labels_estimated"] = estimated["train_s"]
+            result["estimate_r2"] = estimated["estimate_r2"]
     result = {key: value for key, value in result.items() if value != {}}
     result["runs"] = {mode: run.id for mode, run in runs.items()}
     return result

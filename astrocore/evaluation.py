@@ -48,27 +48,31 @@ def _clip_standardised(values):
     return np.clip(values, -10.0, 10.0)
 
 
-def _probe_model(kind: str, n_features: int, n_samples: int, seed: int):
+def _probe_inputs(n_features: int, n_samples: int, seed: int):
+    """The input transform every probe shares: standardise, clip, and PCA-reduce wide inputs."""
     steps = [StandardScaler(), FunctionTransformer(_clip_standardised)]
     if n_features > MAX_PROBE_DIMS:
         # One scale for all components keeps their relative variance: standardising each PCA
         # component would blow numerical-noise components up to the size of real signal.
         steps += [PCA(n_components=min(MAX_PROBE_DIMS, n_samples // 2), random_state=seed), GlobalScaler()]
-    if kind == "mlp":
-        steps.append(
-            MLPRegressor(
-                hidden_layer_sizes=(128, 64), alpha=1e-4, learning_rate_init=2e-3, batch_size=256,
-                max_iter=300, early_stopping=True, validation_fraction=0.1, n_iter_no_change=15,
-                tol=1e-4, random_state=seed,
-            )
-        )
-    elif kind == "knn":
-        steps.append(KNeighborsRegressor(n_neighbors=10, weights="distance"))
-    elif kind == "poly2":
-        steps += [PolynomialFeatures(2), RidgeCV(alphas=np.logspace(-3, 3, 7))]
-    else:
-        raise ValueError(f"probe kind must be 'mlp', 'knn' or 'poly2'; got {kind!r}.")
     return make_pipeline(*steps)
+
+
+def _probe_head(kind: str, seed: int):
+    """The regressor of one probe kind, fitted on the transformed inputs."""
+    if kind == "mlp":
+        return MLPRegressor(
+            hidden_layer_sizes=(128, 64), alpha=1e-4, learning_rate_init=2e-3, batch_size=256,
+            max_iter=300, early_stopping=True, validation_fraction=0.1, n_iter_no_change=15,
+            tol=1e-4, random_state=seed,
+        )
+    if kind == "knn":
+        return KNeighborsRegressor(n_neighbors=10, weights="distance")
+    if kind == "poly2":
+        # One regularisation per label, chosen by leave-one-out cross-validation; fitted on all
+        # labels at once, which shares one decomposition of the (wide) polynomial features.
+        return make_pipeline(PolynomialFeatures(2), RidgeCV(alphas=np.logspace(-3, 3, 7), alpha_per_target=True))
+    raise ValueError(f"probe kind must be 'mlp', 'knn' or 'poly2'; got {kind!r}.")
 
 
 def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
@@ -81,6 +85,14 @@ def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_feature
     stopping), ``knn`` (10 neighbours, distance-weighted) or ``poly2`` (ridge regression on
     degree-2 polynomial features, regularisation chosen by cross-validation).
     """
+    return probe_scores(train_features, train_targets, test_features, test_targets, (kind,), seed)[kind]
+
+
+def probe_scores(train_features: np.ndarray, train_targets: np.ndarray, test_features: np.ndarray,
+                 test_targets: np.ndarray, kinds=tuple(PROBE_KEYS.values()), seed: int = 0) -> dict[str, np.ndarray]:
+    """:func:`probe_r2` for several probe kinds, sharing one fit of the input transform."""
+    for kind in kinds:
+        _probe_head(kind, seed)  # an unknown kind fails before any fitting
     train_features = np.asarray(train_features, dtype=np.float64)
     test_features = np.asarray(test_features, dtype=np.float64)
     train_targets = np.asarray(train_targets, dtype=np.float64).reshape(len(train_features), -1)
@@ -89,20 +101,30 @@ def probe_r2(train_features: np.ndarray, train_targets: np.ndarray, test_feature
         raise ValueError("train and test features must have the same number of columns.")
     train_spread, test_spread = train_targets.std(axis=0), test_targets.std(axis=0)
     mean, std = train_targets.mean(axis=0), np.maximum(train_spread, 1e-12)
-    scores = []
+    # A label that does not vary (e.g. one held-out chemistry) has no R^2: NaN, not a meaningless
+    # 0 or -1e30 from rounding noise.
+    varying = np.flatnonzero((train_spread >= 1e-12) & (test_spread > 1e-6 * train_spread))
+    train_scaled = (train_targets - mean) / std
+    test_scaled = (test_targets - mean) / std
+    scores = {kind: np.full(train_targets.shape[1], np.nan) for kind in kinds}
+    if len(varying) == 0:
+        return scores
     # Small matrices: one BLAS thread is several times faster than two fighting over them.
     with threadpool_limits(limits=1, user_api="blas"):
-        for column in range(train_targets.shape[1]):
-            if train_spread[column] < 1e-12 or test_spread[column] <= 1e-6 * train_spread[column]:
-                # A label that does not vary (e.g. one held-out chemistry) has no R^2: NaN, not a
-                # meaningless 0 or -1e30 from rounding noise.
-                scores.append(np.nan)
+        inputs = _probe_inputs(train_features.shape[1], len(train_features), seed)
+        train_inputs = inputs.fit_transform(train_features)
+        test_inputs = inputs.transform(test_features)
+        for kind in kinds:
+            if kind == "poly2":
+                head = _probe_head(kind, seed).fit(train_inputs, train_scaled[:, varying])
+                predicted = head.predict(test_inputs).reshape(len(test_inputs), -1)
+                for position, column in enumerate(varying):
+                    scores[kind][column] = r2_score(test_scaled[:, column], predicted[:, position])
                 continue
-            model = _probe_model(kind, train_features.shape[1], len(train_features), seed)
-            model.fit(train_features, (train_targets[:, column] - mean[column]) / std[column])
-            truth = (test_targets[:, column] - mean[column]) / std[column]
-            scores.append(r2_score(truth, model.predict(test_features)))
-    return np.array(scores)
+            for column in varying:
+                head = _probe_head(kind, seed).fit(train_inputs, train_scaled[:, column])
+                scores[kind][column] = r2_score(test_scaled[:, column], head.predict(test_inputs))
+    return scores
 
 
 def twins_score(features: np.ndarray, fingerprint: np.ndarray, grid_point: np.ndarray, k: int = 10,
@@ -203,9 +225,9 @@ def representation_scores(train_features: np.ndarray, train_labels: Table, test_
     names = [name for name in probe_labels if name in test_labels.colnames]
     train_targets = np.stack([np.asarray(train_labels[name], np.float64) for name in names], axis=1)
     test_targets = np.stack([np.asarray(test_labels[name], np.float64) for name in names], axis=1)
+    by_kind = probe_scores(train_features, train_targets, test_features, test_targets, tuple(PROBE_KEYS.values()), seed)
     scores = {
-        kind_name: dict(zip(names, [None if np.isnan(value) else value for value in probe_r2(
-            train_features, train_targets, test_features, test_targets, kind, seed).round(4).tolist()]))
+        kind_name: dict(zip(names, [None if np.isnan(value) else value for value in by_kind[kind].round(4).tolist()]))
         for kind_name, kind in PROBE_KEYS.items()
     }
     if "fingerprint" in test_labels.colnames and {"teff", "logg"} <= set(test_labels.colnames):

@@ -23,8 +23,12 @@ def test_bench_reports_every_mode_in_the_issue_shape(tiny_grids, tmp_path):
     assert set(apogee["r2"]["mdat"]) == {"teff", "logg", "feh", "afe"}
     for key in ("gen_rmse", "gen_rmse_extrap", "decode_ms"):
         assert set(apogee[key]) == {"noat", "at", "mdat"}, key
-    # recon_mse and train_s add the label emulator, the reference for disentangled decoders
-    assert set(apogee["recon_mse"]) == set(apogee["train_s"]) == {"labels", "noat", "at", "mdat"}
+    # recon_mse and train_s add the label emulator given the true labels and given the
+    # unconditioned labels estimated from the spectra: the references for disentangled decoders
+    references = {"labels", "labels_estimated"}
+    assert set(apogee["recon_mse"]) == set(apogee["train_s"]) == {*references, "noat", "at", "mdat"}
+    assert set(apogee["estimate_r2"]) == {"feh", "afe", "c_fe", "n_fe", "o_fe", "mg_fe", "al_fe", "si_fe",
+                                          "ca_fe", "ti_fe", "mn_fe", "ni_fe"}
     assert set(apogee["twins_top10"]) == {"X", "noat", "at", "mdat"}
     assert apogee["r2"]["X"]["teff"] > 0.9  # the spectra themselves know Teff
     assert result["total_s"] > 0

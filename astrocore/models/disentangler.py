@@ -461,7 +461,7 @@ class DisentanglerTask:
 class DecoderFitTask:
     """Fit a decoder alone: mean squared error of ``decoder(batch["inputs"])`` against
     ``batch["target"]`` (both in network units). Used to refit a disentangler's decoder on its
-    frozen latents and to train the label emulator."""
+    frozen latents, to train the label emulator and the regressor that estimates its labels."""
 
     monitor = "val_recon"
 
