@@ -4,7 +4,7 @@ from astropy.table import Table
 
 from astrocore.embeddings import project
 from astrocore.evaluation import (evaluate_disentangler, generation_targets, grid_step, probe_r2,
-                                  representation_scores, twins_score)
+                                  probe_scores, representation_scores, twins_score)
 from astrocore.models.disentangler import DisentanglerConfig, fit
 
 
@@ -16,6 +16,24 @@ def test_probes_find_information_and_report_its_absence():
     for kind in ("mlp", "knn", "poly2"):
         assert probe_r2(informative[:400], target[:400], informative[400:], target[400:], kind)[0] > 0.9
         assert probe_r2(noise[:400], target[:400], noise[400:], target[400:], kind)[0] < 0.15
+
+
+def test_probes_of_several_labels_score_each_as_alone():
+    # Shared input transform (PCA of wide inputs) and one ridge fit for all labels: the same
+    # numbers as one probe per label, and a label that does not vary stays NaN.
+    rng = np.random.default_rng(3)
+    labels = rng.uniform(-1, 1, (500, 2))
+    wide = np.concatenate([labels @ rng.normal(size=(2, 150)), 0.3 * rng.normal(size=(500, 150))], axis=1)
+    targets = np.stack([labels[:, 0], labels[:, 1] ** 2, np.full(500, 0.3)], axis=1)
+    together = probe_scores(wide[:350], targets[:350], wide[350:], targets[350:], ("knn", "poly2"))
+    for kind in ("knn", "poly2"):
+        for column in (0, 1):
+            alone = probe_r2(wide[:350], targets[:350, column], wide[350:], targets[350:, column], kind)[0]
+            assert together[kind][column] == pytest.approx(alone, abs=1e-9), (kind, column)
+        assert np.isnan(together[kind][2])
+    assert together["poly2"][0] > 0.9
+    with pytest.raises(ValueError, match="probe kind"):
+        probe_scores(wide[:350], targets[:350], wide[350:], targets[350:], ("knn", "svm"))
 
 
 def test_probe_is_fair_to_tiny_latent_spreads():
