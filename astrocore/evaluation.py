@@ -225,7 +225,7 @@ def representation_scores(train_features: np.ndarray, train_labels: Table, test_
     names = [name for name in probe_labels if name in test_labels.colnames]
     train_targets = np.stack([np.asarray(train_labels[name], np.float64) for name in names], axis=1)
     test_targets = np.stack([np.asarray(test_labels[name], np.float64) for name in names], axis=1)
-    by_kind = probe_scores(train_features, train_targets, test_features, test_targets, tuple(PROBE_KEYS.values()), seed)
+    by_kind = probe_scores(train_features, train_targets, test_features, test_targets, seed=seed)
     scores = {
         kind_name: dict(zip(names, [None if np.isnan(value) else value for value in by_kind[kind].round(4).tolist()]))
         for kind_name, kind in PROBE_KEYS.items()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data.dataset import DataError, Dataset
 from ..training import LoopSettings, seed_everything, train
@@ -53,6 +54,44 @@ def label_columns(dataset: Dataset) -> list[str]:
     return [name for name in dataset.labels.colnames if dataset.labels[name].dtype.kind == "f"]
 
 
+def _split_parts(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | None):
+    """(train, validation, test) indices of a run's split (0, 1, 2), or the given test objects."""
+    split = np.asarray(split)
+    if len(split) != len(dataset):
+        raise DataError(f"split has {len(split)} entries for {len(dataset)} spectra.")
+    train_index, val_index = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+    test_index = np.flatnonzero(split == 2) if test_index is None else np.asarray(test_index)
+    if len(train_index) == 0 or len(test_index) == 0:
+        raise DataError("The split needs training (0) and test (2) objects.")
+    return train_index, val_index, test_index
+
+
+def _standardised(values: np.ndarray, train_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float32 values standardised by the training objects, their mean, their spread)."""
+    mean, std = values[train_index].mean(axis=0), np.maximum(values[train_index].std(axis=0), 1e-12)
+    return ((values - mean) / std).astype(np.float32), mean, std
+
+
+def _scaled_flux(dataset: Dataset, train_index: np.ndarray):
+    """(flux, offset, scale, scaled flux), float32, scaled as the disentangler's fast preset does."""
+    flux = dataset.spectra.astype(np.float32)
+    offset, scale = (part.astype(np.float32) for part in flux_scaling(flux[train_index], "standard"))
+    return flux, offset, scale, (flux - offset) / scale
+
+
+def _fit(network: nn.Module, learning_rate: float, inputs: np.ndarray, targets: np.ndarray,
+         train_index: np.ndarray, val_index: np.ndarray, config: EmulatorConfig):
+    """Fit ``network`` (inputs -> targets) with the shared loop; it ends at its best epoch."""
+    settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                            device=config.device, lr_schedule=config.lr_schedule)
+
+    def arrays(index):
+        return {"inputs": inputs[index], "target": targets[index]}
+
+    return train(DecoderFitTask(network, learning_rate), arrays(train_index),
+                 arrays(val_index) if len(val_index) else None, settings)
+
+
 def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | None = None,
                   labels: list[str] | None = None, config: EmulatorConfig = EmulatorConfig(),
                   label_values: np.ndarray | None = None) -> dict:
@@ -65,23 +104,16 @@ def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | 
     ``label_values`` (n_objects x len(labels), physical units) replaces the catalogue's values,
     e.g. with labels estimated from the spectra (:func:`estimated_label_mse`).
     """
-    split = np.asarray(split)
-    if len(split) != len(dataset):
-        raise DataError(f"split has {len(split)} entries for {len(dataset)} spectra.")
     labels = list(labels or label_columns(dataset))
     if not labels:
         raise DataError("The dataset has no float label columns to emulate spectra from.")
-    train_index, val_index = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
-    test_index = np.flatnonzero(split == 2) if test_index is None else np.asarray(test_index)
-    if len(train_index) == 0 or len(test_index) == 0:
-        raise DataError("The split needs training (0) and test (2) objects.")
+    train_index, val_index, test_index = _split_parts(dataset, split, test_index)
 
     seed_everything(config.seed)
     values = (dataset.label_array(labels) if label_values is None else np.asarray(label_values)).astype(np.float64)
     if values.shape != (len(dataset), len(labels)):
         raise DataError(f"label_values has shape {values.shape}; expected {(len(dataset), len(labels))}.")
-    label_mean, label_std = values[train_index].mean(axis=0), np.maximum(values[train_index].std(axis=0), 1e-12)
-    scaled_labels = ((values - label_mean) / label_std).astype(np.float32)
+    scaled_labels = _standardised(values, train_index)[0]
     expanded = [name for name in config.fourier_labels if name in labels]
     if expanded:
         columns = values[:, [labels.index(name) for name in expanded]]
@@ -89,20 +121,10 @@ def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | 
         fraction = torch.as_tensor((columns - low) / np.maximum(high - low, 1e-12))
         scaled_labels = np.concatenate(
             [scaled_labels, fourier_features(fraction, config.fourier_frequencies).numpy().astype(np.float32)], axis=1)
-    flux = dataset.spectra.astype(np.float32)
-    offset, scale = flux_scaling(flux[train_index], "standard")  # as the disentangler's fast preset
-    flux_offset, flux_scale = offset.astype(np.float32), scale.astype(np.float32)
-    scaled_flux = (flux - flux_offset) / flux_scale
+    flux, flux_offset, flux_scale, scaled_flux = _scaled_flux(dataset, train_index)
 
     decoder = mlp([scaled_labels.shape[1], *config.hidden, dataset.n_pixels], config.activation)
-    task = DecoderFitTask(decoder, config.learning_rate)
-    settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                            device=config.device, lr_schedule=config.lr_schedule)
-
-    def arrays(index):
-        return {"inputs": scaled_labels[index], "target": scaled_flux[index]}
-
-    history = train(task, arrays(train_index), arrays(val_index) if len(val_index) else None, settings)
+    history = _fit(decoder, config.learning_rate, scaled_labels, scaled_flux, train_index, val_index, config)
     decoder.cpu()
 
     def mse(index) -> float:
@@ -134,7 +156,6 @@ def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[
     Returns ``{"test_mse", "train_mse"}`` (flux units squared, as :func:`emulation_mse`),
     ``"estimate_r2"`` (each estimated label's R^2 on ``test_index``) and ``"train_s"``.
     """
-    split = np.asarray(split)
     labels = label_columns(dataset)
     missing = [name for name in conditional if name not in labels]
     if missing:
@@ -142,33 +163,20 @@ def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[
     estimated = [name for name in labels if name not in conditional]
     if not estimated:
         raise DataError("Every label is conditioned: there is nothing for a latent to hold.")
-    if len(split) != len(dataset):
-        raise DataError(f"split has {len(split)} entries for {len(dataset)} spectra.")
-    train_index, val_index = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
-    test_index = np.flatnonzero(split == 2) if test_index is None else np.asarray(test_index)
+    train_index, val_index, test_index = _split_parts(dataset, split, test_index)
 
     seed_everything(config.seed)
     values = dataset.label_array(labels).astype(np.float64)
-    mean, std = values[train_index].mean(axis=0), np.maximum(values[train_index].std(axis=0), 1e-12)
-    scaled_labels = ((values - mean) / std).astype(np.float32)
-    flux = dataset.spectra.astype(np.float32)
-    offset, scale = flux_scaling(flux[train_index], "standard")
-    scaled_flux = ((flux - offset) / scale).astype(np.float32)
+    scaled_labels, mean, std = _standardised(values, train_index)
+    scaled_flux = _scaled_flux(dataset, train_index)[3]
     conditional_columns = [labels.index(name) for name in conditional]
     estimated_columns = [labels.index(name) for name in estimated]
     inputs = np.concatenate([scaled_flux, scaled_labels[:, conditional_columns]], axis=1)
     targets = scaled_labels[:, estimated_columns]
 
     regressor = mlp([inputs.shape[1], *regressor_hidden, len(estimated)], config.activation)
-    settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
-                            device=config.device, lr_schedule=config.lr_schedule)
-
-    def arrays(index):
-        return {"inputs": inputs[index], "target": targets[index]}
-
     # The disentangler's default rate for its encoder; the emulator's own rate is for decoders.
-    history = train(DecoderFitTask(regressor, 1e-3), arrays(train_index),
-                    arrays(val_index) if len(val_index) else None, settings)
+    history = _fit(regressor, 1e-3, inputs, targets, train_index, val_index, config)
     regressor.cpu().eval()
     with torch.no_grad():
         estimates = np.concatenate([regressor(torch.as_tensor(inputs[start:start + 2048])).numpy()
