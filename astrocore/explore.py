@@ -195,6 +195,8 @@ def _conditional_rows(run, conditional, n: int) -> np.ndarray:
 
 def feature_width(run) -> int:
     """Width of the encoder's last hidden layer (the dimension of h)."""
+    if getattr(run.config, "encoder", "mlp") == "cp-polynomial":
+        return int(run.config.encoder_components)
     hidden = tuple(run.config.encoder_hidden)
     if not hidden:
         raise ExploreError("This model's encoder has no hidden layer, so there are no encoder features h.")

@@ -33,6 +33,8 @@ CP_FEATURES = {"": "the preset's (linear)", "linear": "linear (the paper)",
 CONDITIONINGS = {"": "the preset's (inputs only)", "concat": "inputs only (the paper)",
                  "film": "inputs + every hidden layer (FiLM)",
                  "film-encoder": "FiLM in the encoder only"}
+ENCODERS = {"": "the preset's", "mlp": "MLP (the paper)",
+            "cp-polynomial": "linear in the spectrum, weights polynomial in Teff, log g ..."}
 SHOW = ["Original", "Reconstruction", "Generated", "True"]
 
 
@@ -545,6 +547,11 @@ def train_tab() -> None:
                  "(the paper), or there and also scaling and shifting every hidden layer (FiLM), so a line's "
                  "response to an abundance can grow or fade with Teff and log g. On the APOGEE-like grid FiLM "
                  "halved mdAT's reconstruction error but, on two of three splits, kept less [alpha/Fe] (README).")
+        encoder = st.columns(4)[0].selectbox(
+            "Encoder", list(ENCODERS), format_func=ENCODERS.get, key="train_encoder",
+            help="How the encoder reads a spectrum: the paper's MLP, or a linear read-out of its leading principal "
+                 "components whose weights are quadratic polynomials of the conditional parameters, which reads "
+                 "the abundances of unseen stars far better (see the README).")
         submitted = st.form_submit_button("Start training in the background", type="primary",
                                           icon=":material/play_arrow:")
     if submitted:
@@ -561,6 +568,8 @@ def train_tab() -> None:
                 overrides["cp_features"] = cp_features
             if conditioning:
                 overrides["conditioning"] = conditioning
+            if encoder:
+                overrides["encoder"] = encoder
             logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
             if parsed is not None:
                 overrides["lambdas"] = list(parsed)

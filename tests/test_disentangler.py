@@ -207,3 +207,43 @@ def test_film_conditioning(toy_dataset, tmp_path):
                                atol=1e-5)
     h = encoder_features(reloaded, toy_dataset.spectra[:4], cp)
     assert h.shape == (4, reloaded.config.encoder_hidden[-1]) and np.isfinite(h).all()
+
+
+def test_polynomial_reader_encoder(toy_dataset, tmp_path):
+    from astrocore.explore import encoder_features
+    from astrocore.models.disentangler import PolynomialReader, hidden_features
+
+    with pytest.raises(ValueError, match="encoder"):
+        DisentanglerConfig(encoder="transformer")
+    with pytest.raises(ValueError, match="conditioning"):
+        DisentanglerConfig(encoder="cp-polynomial", conditioning="film")
+    reader = PolynomialReader(n_pixels=40, n_conditions=2, n_components=6, n_out=3)
+    # phi(c) = [1, c1, c2, c1^2, c1 c2, c2^2]; 6 components x 6 monomials plus the 5 non-constant ones.
+    assert reader.readout.in_features == 6 * 6 + 5
+    torch.testing.assert_close(reader.monomials(torch.tensor([[2.0, 3.0]])),
+                               torch.tensor([[1.0, 2.0, 3.0, 4.0, 6.0, 9.0]]))
+    generator = torch.Generator().manual_seed(0)
+    training_flux = torch.randn(500, 6, generator=generator) @ torch.randn(6, 40, generator=generator)
+    reader.set_components(training_flux + 5.0)
+    projection = hidden_features(reader, torch.cat([training_flux + 5.0, torch.zeros(500, 2)], dim=1))
+    # Unit-variance, uncorrelated principal components of the training spectra.
+    torch.testing.assert_close(torch.cov(projection.T), torch.eye(6), atol=1e-3, rtol=0)
+    # At fixed conditions z is affine in the spectrum; the conditions change its weights.
+    spectra = torch.randn(3, 40, generator=generator)
+    conditions = torch.tensor([[0.5, -1.0]]).expand(3, 2)
+    def latent(flux, c):
+        return reader(torch.cat([flux, c], dim=1))
+    mixed = latent(0.3 * spectra[:1] + 0.7 * spectra[1:2], conditions[:1])
+    torch.testing.assert_close(mixed, 0.3 * latent(spectra[:1], conditions[:1]) + 0.7 * latent(spectra[1:2], conditions[:1]))
+    assert not torch.allclose(latent(spectra, conditions) - latent(spectra, conditions + 1.0),
+                              latent(2 * spectra, conditions) - latent(2 * spectra, conditions + 1.0))
+
+    config = DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, encoder="cp-polynomial", encoder_components=8)
+    run = fit(toy_dataset, config, runs_root=tmp_path)
+    assert isinstance(run.model.encoder, PolynomialReader) and run.model.encoder.components.abs().sum() > 0
+    reloaded = load_run(run.path)
+    assert reloaded.config.encoder == "cp-polynomial"
+    cp = toy_dataset.label_array(("teff", "logg"))[:4]
+    np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:4], cp), run.encode(toy_dataset.spectra[:4], cp),
+                               atol=1e-5)
+    assert encoder_features(reloaded, toy_dataset.spectra[:4], cp).shape == (4, 8)

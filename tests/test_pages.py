@@ -209,6 +209,7 @@ def test_train_tab_starts_a_background_run(default_model):
     at.number_input(key="train_refit").set_value(1)
     at.selectbox(key="train_cp_features").set_value("fourier")
     at.selectbox(key="train_conditioning").set_value("film")
+    at.selectbox(key="train_encoder").set_value("mlp")
     submit = [b for b in at.button if "Start training" in str(b.label)][0]
     submit.click().run()
     assert not at.exception
@@ -220,13 +221,18 @@ def test_train_tab_starts_a_background_run(default_model):
     assert record.config["mode"] == "at" and record.config["epochs"] == 1
     assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
     assert record.config["decoder_refit_epochs"] == 1 and record.config["cp_features"] == "fourier"
-    assert record.config["conditioning"] == "film"
+    assert record.config["conditioning"] == "film" and record.config["encoder"] == "mlp"
     at.run()
     assert any(option.startswith(run_id) for option in at.selectbox(key="model_pick").options)
     # A bad lambda is a message, not a traceback.
     at.text_input(key="train_lambdas").input("0.1, 0.2, 0.3")
     [b for b in at.button if "Start training" in str(b.label)][0].click().run()
     assert "one per conditional parameter" in texts(at.error)
+    # FiLM modulates an MLP encoder; with the polynomial reader it is refused before starting.
+    at.text_input(key="train_lambdas").input("")
+    at.selectbox(key="train_encoder").set_value("cp-polynomial")
+    [b for b in at.button if "Start training" in str(b.label)][0].click().run()
+    assert "conditioning='concat'" in texts(at.error)
 
 
 def test_evaluate_tab_table_and_colouring(default_model):

@@ -40,6 +40,7 @@ from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, count_bat
 MODES = ("noat", "at", "mdat")
 CP_FEATURES = ("linear", "fourier")
 CONDITIONINGS = ("concat", "film", "film-encoder")
+ENCODERS = ("mlp", "cp-polynomial")
 
 
 # ============================================================================ configuration
@@ -94,6 +95,15 @@ class DisentanglerConfig:
     # grows or fades with Teff and logg, a product of the two that input-only networks must build
     # from depth; reading the chemistry out of a spectrum is where this helps mdat most.
     conditioning: str = "concat"
+    # How the encoder reads the spectrum (an addition to the paper). mlp: the paper's network of
+    # (flux, cp). cp-polynomial: z is linear in the spectrum's leading principal components (of the
+    # training spectra), with weights that are quadratic polynomials of the standardised cp
+    # (:class:`PolynomialReader`). Reading an abundance means dividing a line's depth by a Teff- and
+    # logg-dependent sensitivity; a ridge regression of this form reads every abundance of unseen
+    # chemistries on the APOGEE-like grid at R^2 0.86-1.00, where a supervised MLP of the
+    # encoder's sizes reads N, Al, Mn and Ni at 0.75 or less from the same 84 chemistries.
+    encoder: str = "mlp"
+    encoder_components: int = 200
     # After the adversarial training (an addition to the paper): freeze the encoder and refit the
     # decoder alone to the training spectra from their now fixed latents, for this many epochs
     # (cosine-decayed rate). The latent, and so every probe result, is unchanged; the decoder no
@@ -130,14 +140,18 @@ class DisentanglerConfig:
             "lr_schedule": LR_SCHEDULES,
             "cp_features": CP_FEATURES,
             "conditioning": CONDITIONINGS,
+            "encoder": ENCODERS,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
         if self.twin_weight < 0 or self.twin_latent_factor < 0:
             raise ValueError("twin_weight and twin_latent_factor must be >= 0.")
-        if self.cp_frequencies < 1:
-            raise ValueError("cp_frequencies must be >= 1.")
+        if self.cp_frequencies < 1 or self.encoder_components < 1:
+            raise ValueError("cp_frequencies and encoder_components must be >= 1.")
+        if self.encoder != "mlp" and self.conditioning != "concat":
+            raise ValueError(f"conditioning={self.conditioning!r} modulates an MLP encoder; "
+                             f"encoder={self.encoder!r} has its own cp dependence (use conditioning='concat').")
         if self.decoder_refit_epochs < 0:
             raise ValueError("decoder_refit_epochs must be >= 0.")
         if self.latent_dim < 1 or self.n_bins < 2 or self.adversary_steps < 1 or self.epochs < 1:
@@ -236,9 +250,72 @@ def conditioned_mlp(sizes: list[int], n_conditions: int, film: bool, activation:
     return mlp(sizes, activation)
 
 
+class PolynomialReader(nn.Module):
+    """A linear read-out of the spectrum whose weights are polynomials of the conditions:
+    z = sum_k phi_k(c) W_k h + V phi(c), with h the spectrum's projection on its leading principal
+    components (each of unit variance over the training spectra) and phi(c) = [1, c_i, c_i c_j]
+    (i <= j) the monomials of the standardised conditions c up to degree 2.
+
+    The input is laid out as for the MLP encoder: flux in network units, then the conditions as
+    the model feeds them (the first ``n_conditions`` columns are their standardised values; any
+    Fourier features after them are not used). The projection is a buffer set from the training
+    spectra (:meth:`set_components`), saved with the weights and not trained.
+    """
+
+    def __init__(self, n_pixels: int, n_conditions: int, n_components: int, n_out: int):
+        super().__init__()
+        self.n_pixels, self.n_conditions = n_pixels, n_conditions
+        pairs = [(i, j) for i in range(n_conditions) for j in range(i, n_conditions)]
+        self.register_buffer("pair_index", torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2))
+        n_terms = 1 + n_conditions + len(pairs)
+        self.register_buffer("centre", torch.zeros(n_pixels))
+        self.register_buffer("components", torch.zeros(n_components, n_pixels))
+        self.readout = nn.Linear(n_components * n_terms + n_terms - 1, n_out)
+
+    @torch.no_grad()
+    def set_components(self, training_flux: torch.Tensor, max_rows: int = 8000, seed: int = 0) -> None:
+        """Principal axes of ``training_flux`` (n, n_pixels; network units), scaled so that each
+        projection has unit variance. Uses at most ``max_rows`` spectra (a random subset)."""
+        generator = torch.Generator().manual_seed(seed)
+        if len(training_flux) > max_rows:
+            training_flux = training_flux[torch.randperm(len(training_flux), generator=generator)[:max_rows]]
+        centre = training_flux.mean(dim=0)
+        n_components = min(self.components.shape[0], *training_flux.shape)
+        # A randomised SVD (Halko et al. 2011): seconds where the exact one takes minutes.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _, singular, axes = torch.svd_lowrank(training_flux - centre,
+                                                  q=min(n_components + 10, *training_flux.shape), niter=4)
+        spread = (singular[:n_components] / max(len(training_flux) - 1, 1) ** 0.5).clamp_min(1e-8)
+        self.centre.copy_(centre)
+        self.components.zero_()
+        self.components[:n_components] = axes[:, :n_components].T / spread[:, None]
+
+    def monomials(self, conditions: torch.Tensor) -> torch.Tensor:
+        """phi(c): (n, 1 + n_conditions + n_pairs), starting with the constant 1."""
+        products = conditions[:, self.pair_index[:, 0]] * conditions[:, self.pair_index[:, 1]]
+        return torch.cat([torch.ones_like(conditions[:, :1]), conditions, products], dim=1)
+
+    def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The spectrum's principal-component projection h (n, n_components)."""
+        return (inputs[:, :self.n_pixels] - self.centre) @ self.components.T
+
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """What the linear read-out sees: h_k phi_m(c) for every component and monomial, then
+        phi(c) without its constant (n, n_components n_terms + n_terms - 1)."""
+        projection = self.hidden(inputs)
+        terms = self.monomials(inputs[:, self.n_pixels:self.n_pixels + self.n_conditions])
+        products = (projection[:, :, None] * terms[:, None, :]).flatten(1)
+        return torch.cat([products, terms[:, 1:]], dim=1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(inputs))
+
+
 def hidden_features(network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """A network's last hidden layer for ``inputs``: everything but its final linear map."""
-    return network.hidden(inputs) if isinstance(network, FiLMMLP) else network[:-1](inputs)
+    """A network's last hidden layer for ``inputs``: everything but its final linear map (for a
+    :class:`PolynomialReader`, the principal-component projection)."""
+    return network.hidden(inputs) if isinstance(network, (FiLMMLP, PolynomialReader)) else network[:-1](inputs)
 
 
 def fourier_features(fraction: torch.Tensor, n_frequencies: int) -> torch.Tensor:
@@ -262,8 +339,11 @@ class Disentangler(nn.Module):
         n_cp = len(config.conditional)
         n_cp_inputs = n_cp * (1 + 2 * config.cp_frequencies if config.cp_features == "fourier" else 1)
         encoder_film, decoder_film = config.conditioning != "concat", config.conditioning == "film"
-        self.encoder = conditioned_mlp([n_pixels + n_cp_inputs, *config.encoder_hidden, config.latent_dim],
-                                       n_cp_inputs, encoder_film, config.activation)
+        if config.encoder == "cp-polynomial":
+            self.encoder = PolynomialReader(n_pixels, n_cp, config.encoder_components, config.latent_dim)
+        else:
+            self.encoder = conditioned_mlp([n_pixels + n_cp_inputs, *config.encoder_hidden, config.latent_dim],
+                                           n_cp_inputs, encoder_film, config.activation)
         self.latent_norm = (
             nn.BatchNorm1d(config.latent_dim, affine=False) if config.latent_activation == "batchnorm" else None
         )
@@ -546,6 +626,9 @@ def _prepare_model(dataset: Dataset, config: DisentanglerConfig, train_index: np
         model.cp_std.copy_(torch.as_tensor(np.maximum(cp.std(axis=0), 1e-6), dtype=torch.float32))
         model.cp_min.copy_(torch.as_tensor(cp.min(axis=0), dtype=torch.float32))
         model.cp_max.copy_(torch.as_tensor(cp.max(axis=0), dtype=torch.float32))
+        if isinstance(model.encoder, PolynomialReader):
+            training_flux = torch.as_tensor(dataset.spectra[train_index], dtype=torch.float32)
+            model.encoder.set_components(model.scale_flux(training_flux), seed=config.seed)
         # The loss of the best constant guess: 1 for standardised regression targets, the entropy
         # of the bin frequencies for classifiers.
         if config.mode != "noat" and config.adversary == "classifier":

@@ -9,6 +9,7 @@ spectrum's own shape, is not bound by it. The bench reports it as ``recon_mse["l
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..data.dataset import DataError, Dataset
 from ..training import LoopSettings, seed_everything, train
-from .disentangler import ACTIVATIONS, DecoderFitTask, flux_scaling, fourier_features, mlp
+from .disentangler import ACTIVATIONS, DecoderFitTask, PolynomialReader, flux_scaling, fourier_features, mlp
 
 
 @dataclass(frozen=True)
@@ -141,21 +142,27 @@ def emulation_mse(dataset: Dataset, split: np.ndarray, test_index: np.ndarray | 
 
 def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[str, ...],
                         test_index: np.ndarray | None = None, config: EmulatorConfig = EmulatorConfig(),
-                        regressor_hidden: tuple[int, ...] = (512, 256)) -> dict:
+                        n_components: int = 200) -> dict:
     """The label emulator fed labels *estimated from the spectra*: the reference for a latent that
     holds the unconditioned labels and nothing else.
 
     A disentangled latent must be the same at every Teff and log g of a star, so at best it holds
-    the star's other labels as they can be read from one spectrum. Here a regressor of the encoder's
-    sizes learns them from (spectrum, conditional parameters) *with* supervision, on ``split == 0``
-    (keeping its best epoch on ``split == 1``); the emulator is then trained and tested on
-    (conditional parameters, estimates). Its held-out error prices reading the chemistry of unseen
-    stars from one spectrum. It is a reference, not a strict bound: an unsupervised latent may hold
-    other functions of the chemistry, weighted by how much each changes the spectrum.
+    the star's other labels as they can be read from one spectrum. Here a supervised reader learns
+    them from (spectrum, conditional parameters) on ``split == 0``: a ridge regression (one
+    regularisation per label, chosen by leave-one-out cross-validation) on the features of the
+    disentangler's ``cp-polynomial`` encoder, i.e. the spectrum's ``n_components`` leading
+    principal components times quadratic monomials of the standardised conditional parameters
+    (:class:`~astrocore.models.disentangler.PolynomialReader`). On the APOGEE-like grid it reads
+    every abundance of unseen chemistries at R^2 0.86-1.00, where an MLP regressor of the MLP
+    encoder's sizes read N, Al, Mn and Ni at 0.75 or less. The emulator is then trained and tested
+    on (conditional parameters, estimates). It is a reference, not a strict bound: an unsupervised
+    latent may hold other functions of the chemistry, weighted by how much each changes the spectrum.
 
     Returns ``{"test_mse", "train_mse"}`` (flux units squared, as :func:`emulation_mse`),
     ``"estimate_r2"`` (each estimated label's R^2 on ``test_index``) and ``"train_s"``.
     """
+    from sklearn.linear_model import RidgeCV
+
     labels = label_columns(dataset)
     missing = [name for name in conditional if name not in labels]
     if missing:
@@ -163,24 +170,26 @@ def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[
     estimated = [name for name in labels if name not in conditional]
     if not estimated:
         raise DataError("Every label is conditioned: there is nothing for a latent to hold.")
-    train_index, val_index, test_index = _split_parts(dataset, split, test_index)
+    train_index, _, test_index = _split_parts(dataset, split, test_index)
 
+    started = time.perf_counter()
     seed_everything(config.seed)
     values = dataset.label_array(labels).astype(np.float64)
     scaled_labels, mean, std = _standardised(values, train_index)
-    scaled_flux = _scaled_flux(dataset, train_index)[3]
+    scaled_flux = torch.as_tensor(_scaled_flux(dataset, train_index)[3])
     conditional_columns = [labels.index(name) for name in conditional]
     estimated_columns = [labels.index(name) for name in estimated]
-    inputs = np.concatenate([scaled_flux, scaled_labels[:, conditional_columns]], axis=1)
-    targets = scaled_labels[:, estimated_columns]
-
-    regressor = mlp([inputs.shape[1], *regressor_hidden, len(estimated)], config.activation)
-    # The disentangler's default rate for its encoder; the emulator's own rate is for decoders.
-    history = _fit(regressor, 1e-3, inputs, targets, train_index, val_index, config)
-    regressor.cpu().eval()
+    reader = PolynomialReader(dataset.n_pixels, len(conditional), n_components, n_out=len(estimated))
+    reader.set_components(scaled_flux[train_index], seed=config.seed)
     with torch.no_grad():
-        estimates = np.concatenate([regressor(torch.as_tensor(inputs[start:start + 2048])).numpy()
-                                    for start in range(0, len(inputs), 2048)])
+        inputs = torch.cat([scaled_flux, torch.as_tensor(scaled_labels[:, conditional_columns])], dim=1)
+        features = torch.cat([reader.features(inputs[start:start + 4096])
+                              for start in range(0, len(inputs), 4096)]).double().numpy()
+    targets = scaled_labels[:, estimated_columns]
+    ridge = RidgeCV(alphas=np.logspace(-3, 4, 15), alpha_per_target=True).fit(
+        features[train_index], targets[train_index])
+    estimates = ridge.predict(features).reshape(len(features), -1)  # (n,) for a single label
+    reader_seconds = time.perf_counter() - started
     residual = ((estimates[test_index] - targets[test_index]) ** 2).mean(axis=0)
     r2 = 1 - residual / np.maximum(targets[test_index].var(axis=0), 1e-12)
     physical = values.copy()
@@ -188,4 +197,4 @@ def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[
     result = emulation_mse(dataset, split, test_index, labels, config, label_values=physical)
     return {"test_mse": result["test_mse"], "train_mse": result["train_mse"],
             "estimate_r2": {name: round(float(value), 4) for name, value in zip(estimated, r2)},
-            "train_s": round(history.seconds + result["train_s"], 2)}
+            "train_s": round(reader_seconds + result["train_s"], 2)}
