@@ -89,8 +89,8 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         result["train_s"]["labels"] = emulator["train_s"]
         if set(label_columns(dataset)) - set(conditional):
             # The reference for a latent that holds only what the conditional parameters leave:
-            # the same decoder given those labels as a supervised regressor reads them from the
-            # spectra of unseen stars.
+            # the same decoder given those labels as a supervised (ridge) reader reads them from
+            # the spectra of unseen stars.
             estimated = estimated_label_mse(dataset, split, conditional, test, config=emulator_config)
             result["recon_mse"]["labels_estimated"] = estimated["test_mse"]
             result["train_s"]["labels_estimated"] = estimated["train_s"]
@@ -130,8 +130,8 @@ def _paper_recipe_fields() -> dict:
     """The paper's recipe (all config fields of the ``paper`` preset but the schedule)."""
     paper = DisentanglerConfig.preset("paper-fast")
     keep = ("latent_dim", "latent_activation", "scaling", "adversary", "objective", "lambdas",
-            "lambda_warmup_epochs", "adversary_steps", "twin_weight", "decoder_refit_epochs", "cp_features",
-            "conditioning")
+            "lambda_warmup_epochs", "adversary_steps", "twin_weight", "twin_latent_factor", "decoder_refit_epochs",
+            "cp_features", "conditioning", "encoder", "activation", "lr_schedule")
     return {key: getattr(paper, key) for key in keep}
 
 

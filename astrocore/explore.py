@@ -6,8 +6,8 @@ Indices are always row numbers of the run's full dataset: a display subsample (a
 :data:`MAX_DISPLAY` points) never changes what a selection or a neighbour search sees.
 
 Representations: the input spectra X, the latent z and, for disentangling runs, the activations
-of the encoder's last hidden layer ("encoder features h", 256-d for the default architecture),
-computed from the run's model on demand. Data with images (multi-band cutouts) also get cutout
+of the encoder's last hidden layer ("encoder features h": 256-d for the MLP encoder, the spectrum's
+200 principal components for the ``cp-polynomial`` encoder), computed from the run's model on demand. Data with images (multi-band cutouts) also get cutout
 grids of a selection and of neighbours.
 """
 from __future__ import annotations
@@ -194,7 +194,8 @@ def _conditional_rows(run, conditional, n: int) -> np.ndarray:
 
 
 def feature_width(run) -> int:
-    """Width of the encoder's last hidden layer (the dimension of h)."""
+    """Width of the encoder's last hidden layer (the dimension of h): for a ``cp-polynomial``
+    encoder, its number of principal components."""
     if getattr(run.config, "encoder", "mlp") == "cp-polynomial":
         return int(run.config.encoder_components)
     hidden = tuple(run.config.encoder_hidden)

@@ -102,7 +102,8 @@ if st.session_state.get("explore_rep") not in available:
 representation = top[1].radio("Representation", available, key="explore_rep", horizontal=True,
                               format_func=explore.REPRESENTATIONS.get,
                               help="z: the model's latent vectors; X: the input spectra; h: the activations of the "
-                                   "encoder's last hidden layer (computed from the model when first chosen).")
+                                   "encoder's last hidden layer, or for the polynomial encoder the spectrum's principal components "
+                                   "(computed from the model when first chosen).")
 method = top[2].radio("Projection", list(explore.METHODS), key="explore_method", horizontal=True,
                       format_func=explore.METHODS.get,
                       help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "

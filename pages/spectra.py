@@ -28,12 +28,12 @@ PRESETS = {"fast": "fast — minutes on a laptop CPU (improved recipe)",
            "paper-fast": "paper-fast — the paper's recipe, short schedule",
            "paper": "paper — the published sizes (200 epochs; for a GPU)"}
 SCHEDULES = {"": "the preset's (constant)", "cosine": "cosine decay to 1 % over the run"}
-CP_FEATURES = {"": "the preset's (linear)", "linear": "linear (the paper)",
+CP_FEATURES = {"": "the preset's (fast: Fourier; paper: linear)", "linear": "linear (the paper)",
                "fourier": "linear + Fourier features"}
 CONDITIONINGS = {"": "the preset's (inputs only)", "concat": "inputs only (the paper)",
                  "film": "inputs + every hidden layer (FiLM)",
                  "film-encoder": "FiLM in the encoder only"}
-ENCODERS = {"": "the preset's", "mlp": "MLP (the paper)",
+ENCODERS = {"": "the preset's (fast: polynomial; paper: MLP)", "mlp": "MLP (the paper)",
             "cp-polynomial": "linear in the spectrum, weights polynomial in Teff, log g ..."}
 SHOW = ["Original", "Reconstruction", "Generated", "True"]
 
@@ -530,8 +530,8 @@ def train_tab() -> None:
         columns = st.columns(4)
         schedule = columns[0].selectbox(
             "Learning rate", list(SCHEDULES), format_func=SCHEDULES.get, key="train_schedule",
-            help="Cosine decay with twice the preset's epochs is the best recipe measured on the "
-                 "APOGEE-like grid (see the README).")
+            help="A constant rate, or one that decays to 1 % of it over the run (see the README for what it "
+                 "changed on the APOGEE-like grid).")
         refit = columns[1].number_input(
             "Decoder refit epochs", 0, 1000, value=None, placeholder="preset default", key="train_refit",
             help="After training, the encoder is frozen and the decoder alone is refitted to the training "

@@ -58,6 +58,8 @@ def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, m
     assert latent == {"noat": 25, "at": 3, "mdat": 3}
 
 
-def test_paper_recipe_has_no_decoder_refit_but_the_fast_preset_does():
-    assert bench._paper_recipe_fields()["decoder_refit_epochs"] == 0
-    assert bench.DisentanglerConfig.preset("fast").decoder_refit_epochs > 0
+def test_paper_recipe_has_none_of_the_fast_presets_additions():
+    paper, fast = bench._paper_recipe_fields(), bench.DisentanglerConfig.preset("fast")
+    assert paper["decoder_refit_epochs"] == 0 and fast.decoder_refit_epochs > 0
+    assert paper["encoder"] == "mlp" and paper["activation"] == "leaky_relu" and paper["twin_weight"] == 0
+    assert paper["cp_features"] == "linear" and paper["conditioning"] == "concat"

@@ -12,7 +12,7 @@ def test_make_train_evaluate_list_embed(tmp_path, capsys, toy_dataset):
     toy_dataset.save(data_path)
     runs = tmp_path / "runs"
     assert main(["train", "disentangle", "--data", str(data_path), "--mode", "mdat", "--conditional", "teff,logg",
-                 "--epochs", "2", "--set", "latent_dim=3", "twin_weight=0.5", "conditioning=film-encoder",
+                 "--epochs", "2", "--set", "latent_dim=3", "twin_weight=0.5", "conditioning=film-encoder", "encoder=mlp",
                  "--out", str(runs), "--run-id", "cli-run"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["run"] == "cli-run" and (runs / "cli-run" / "weights.safetensors").exists()

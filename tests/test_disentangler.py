@@ -195,7 +195,8 @@ def test_film_conditioning(toy_dataset, tmp_path):
     shifted[:, -2:] += 1.0
     assert not torch.allclose(film.hidden(shifted) - plain[:-1](shifted), torch.zeros(9, 8), atol=1e-4)
 
-    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, conditioning="film"),
+    run = fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, conditioning="film",
+                                                        encoder="mlp"),
               runs_root=tmp_path)
     assert isinstance(run.model.encoder, FiLMMLP) and isinstance(run.model.decoder, FiLMMLP)
     encoder_only = Disentangler(30, DisentanglerConfig(latent_dim=3, conditioning="film-encoder"))

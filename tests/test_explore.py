@@ -14,7 +14,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("explore")
     dataset = toy_spectra(n_fingerprints=6)
     path = dataset.save(root / "toy.fits")
-    run = fit(dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=3), runs_root=root / "runs",
+    run = fit(dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=3, encoder="mlp"), runs_root=root / "runs",
               data_source={"kind": "file", "path": str(path)})
     return run
 
@@ -180,7 +180,7 @@ def test_encoder_features_h_are_the_layer_before_z(tiny_run, data):
     assert h.shape == (72, explore.feature_width(tiny_run)) == (72, tiny_run.config.encoder_hidden[-1])
     assert h.dtype == np.float32 and np.all(np.isfinite(h))
     assert explore.representation_values(data, "h") is h  # computed once, then kept
-    # The encoder's last linear layer (and the latent activation) applied to h gives the run's z.
+    # The (MLP) encoder's last linear layer and the latent activation applied to h give the run's z.
     model = tiny_run.model
     with torch.no_grad():
         z = model.encoder[-1](torch.as_tensor(h))

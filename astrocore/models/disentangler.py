@@ -74,8 +74,9 @@ class DisentanglerConfig:
     # the twin's spectrum, and match the two latents. Weight relative to the reconstruction MSE;
     # 0 disables it (and it is inactive for data without a fingerprint column).
     twin_weight: float = 0.0
-    # Weight of the latent-match half of the twin term, as a multiple of twin_weight: a standardised
-    # probe sees a within-fingerprint residual of 1 % of z's variance, so it must be pushed hard.
+    # Weight of the latent-match half of the twin term, as a multiple of twin_weight. With the MLP
+    # encoder a standardised probe sees a within-fingerprint residual of 1 % of z's variance, which
+    # took 30x to remove; the cp-polynomial encoder needs only 1x (without it, k-NN reads logg).
     twin_latent_factor: float = 1.0
     learning_rate: float = 1e-3
     adversary_learning_rate: float = 1e-3
@@ -180,8 +181,9 @@ class DisentanglerConfig:
                 latent_dim=12, latent_activation="batchnorm", scaling="standard",
                 adversary="regression", objective="bounded", lambdas=(0.1,),
                 adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
-                lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=30.0, epochs=20,
+                lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=1.0, epochs=20,
                 decoder_refit_epochs=5, batch_size=128, test_fraction=0.3,
+                encoder="cp-polynomial", cp_features="fourier", activation="silu",
             ),
             "paper": dict(epochs=200, batch_size=64),
             "paper-fast": dict(epochs=25, batch_size=128),
