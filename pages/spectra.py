@@ -547,11 +547,17 @@ def train_tab() -> None:
                  "(the paper), or there and also scaling and shifting every hidden layer (FiLM), so a line's "
                  "response to an abundance can grow or fade with Teff and log g. On the APOGEE-like grid FiLM "
                  "halved mdAT's reconstruction error but, on two of three splits, kept less [alpha/Fe] (README).")
-        encoder = st.columns(4)[0].selectbox(
+        columns = st.columns(4)
+        encoder = columns[0].selectbox(
             "Encoder", list(ENCODERS), format_func=ENCODERS.get, key="train_encoder",
             help="How the encoder reads a spectrum: the paper's MLP, or a linear read-out of its leading principal "
                  "components whose weights are quadratic polynomials of the conditional parameters, which reads "
                  "the abundances of unseen stars far better (see the README).")
+        noise_snr = columns[1].number_input(
+            "Train with noise at S/N (0: none)", 0.0, 10000.0, 0.0, step=10.0, key="train_noise_snr",
+            help="Adds Gaussian noise of 1/(S/N) in continuum units to the spectra the encoder reads in training "
+                 "(not to the reconstruction target). A model trained on noise-free spectra reads features "
+                 "that noise would swamp: to encode real or noisy spectra, train at their S/N.")
         submitted = st.form_submit_button("Start training in the background", type="primary",
                                           icon=":material/play_arrow:")
     if submitted:
@@ -570,6 +576,8 @@ def train_tab() -> None:
                 overrides["conditioning"] = conditioning
             if encoder:
                 overrides["encoder"] = encoder
+            if noise_snr:
+                overrides["input_noise"] = 1.0 / float(noise_snr)
             logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
             if parsed is not None:
                 overrides["lambdas"] = list(parsed)

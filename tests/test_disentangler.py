@@ -248,3 +248,22 @@ def test_polynomial_reader_encoder(toy_dataset, tmp_path):
     np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:4], cp), run.encode(toy_dataset.spectra[:4], cp),
                                atol=1e-5)
     assert encoder_features(reloaded, toy_dataset.spectra[:4], cp).shape == (4, 8)
+
+
+def test_input_noise_reaches_the_encoder_only(toy_dataset):
+    with pytest.raises(ValueError, match="input_noise"):
+        DisentanglerConfig(input_noise=-0.01)
+    config = DisentanglerConfig(mode="noat", latent_dim=2, scaling="standard", input_noise=0.05)
+    model = Disentangler(toy_dataset.n_pixels, config)
+    task = DisentanglerTask(model)
+    flux = torch.as_tensor(toy_dataset.spectra[:16])
+    torch.manual_seed(0)
+    noisy = task._noisy(model.scale_flux(flux))
+    # 0.05 in flux units is 0.05 / flux_scale in network units (flux_scale is 1 before fitting).
+    assert float((noisy - model.scale_flux(flux)).std()) == pytest.approx(0.05, rel=0.1)
+    quiet = DisentanglerTask(Disentangler(toy_dataset.n_pixels, DisentanglerConfig(latent_dim=2)))
+    assert torch.equal(quiet._noisy(flux), flux)
+    # The reconstruction target stays the clean spectrum: a step still runs and reports it.
+    batch = {"flux": flux, "cp": torch.as_tensor(toy_dataset.label_array(("teff", "logg"))[:16], dtype=torch.float32),
+             "index": torch.arange(16)}
+    assert np.isfinite(task.training_step(batch, epoch=0)["recon"])

@@ -105,6 +105,11 @@ class DisentanglerConfig:
     # encoder's sizes reads N, Al, Mn and Ni at 0.75 or less from the same 84 chemistries.
     encoder: str = "mlp"
     encoder_components: int = 200
+    # Gaussian noise (continuum-normalised flux units; 0.01 is S/N 100) added to the spectra the
+    # encoder sees in training, not to the reconstruction target. A model trained on noise-free
+    # grids learns to read features far below any real spectrum's noise (the cp-polynomial encoder
+    # most of all); train with the noise of the spectra it will encode. 0 disables it.
+    input_noise: float = 0.0
     # After the adversarial training (an addition to the paper): freeze the encoder and refit the
     # decoder alone to the training spectra from their now fixed latents, for this many epochs
     # (cosine-decayed rate). The latent, and so every probe result, is unchanged; the decoder no
@@ -155,6 +160,8 @@ class DisentanglerConfig:
                              f"encoder={self.encoder!r} has its own cp dependence (use conditioning='concat').")
         if self.decoder_refit_epochs < 0:
             raise ValueError("decoder_refit_epochs must be >= 0.")
+        if self.input_noise < 0:
+            raise ValueError("input_noise must be >= 0 (a flux standard deviation).")
         if self.latent_dim < 1 or self.n_bins < 2 or self.adversary_steps < 1 or self.epochs < 1:
             raise ValueError("latent_dim, epochs and adversary_steps must be >= 1 and n_bins >= 2.")
         if not 0 < self.test_fraction < 1 or not 0 <= self.val_fraction < 1:
@@ -479,7 +486,7 @@ class DisentanglerTask:
         metrics = {}
         # One encoder pass serves both players: the adversaries train on a detached copy first
         # (the encoder's weights do not change meanwhile), then the autoencoder steps against them.
-        latent = model.encode_scaled(scaled_flux, cp_inputs)
+        latent = model.encode_scaled(self._noisy(scaled_flux), cp_inputs)
         if model.adversaries:
             fixed_latent = latent.detach()
             for _ in range(config.adversary_steps):
@@ -496,7 +503,7 @@ class DisentanglerTask:
             twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device)
             scaled_twin, twin_cp_inputs = model.scale_flux(twin_flux), model.cp_inputs(twin_cp)
             twin = F.mse_loss(model.decode_scaled(latent, twin_cp_inputs), scaled_twin)
-            twin_latent = F.mse_loss(model.encode_scaled(scaled_twin, twin_cp_inputs), latent)
+            twin_latent = F.mse_loss(model.encode_scaled(self._noisy(scaled_twin), twin_cp_inputs), latent)
             loss = loss + config.twin_weight * (twin + config.twin_latent_factor * twin_latent)
             metrics.update(twin=float(twin.detach()), twin_latent=float(twin_latent.detach()))
         if model.adversaries:
@@ -509,6 +516,13 @@ class DisentanglerTask:
         self.optimizers["autoencoder"].step()
         metrics.update(recon=float(reconstruction.detach()), loss=float(loss.detach()))
         return metrics
+
+    def _noisy(self, scaled_flux: torch.Tensor) -> torch.Tensor:
+        """``scaled_flux`` plus the configured input noise (converted to network units)."""
+        noise = self.model.config.input_noise
+        if noise <= 0:
+            return scaled_flux
+        return scaled_flux + torch.randn_like(scaled_flux) * (noise / self.model.flux_scale)
 
     def _adversary_names(self) -> list[str]:
         config = self.model.config
