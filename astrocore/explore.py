@@ -7,8 +7,8 @@ Indices are always row numbers of the run's full dataset: a display subsample (a
 
 Representations: the input spectra X, the latent z and, for disentangling runs, the activations
 of the encoder's last hidden layer ("encoder features h": 256-d for the MLP encoder, the spectrum's
-200 principal components for the ``cp-polynomial`` encoder), computed from the run's model on demand. Data with images (multi-band cutouts) also get cutout
-grids of a selection and of neighbours.
+200 principal components for the ``cp-polynomial`` encoder), computed from the run's model on
+demand. Data with images (multi-band cutouts) also get cutout grids of a selection and of neighbours.
 """
 from __future__ import annotations
 

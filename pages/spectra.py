@@ -545,8 +545,9 @@ def train_tab() -> None:
             "Conditioning", list(CONDITIONINGS), format_func=CONDITIONINGS.get, key="train_conditioning",
             help="Where Teff, log g ... enter the encoder and decoder: beside the spectrum or latent at the input "
                  "(the paper), or there and also scaling and shifting every hidden layer (FiLM), so a line's "
-                 "response to an abundance can grow or fade with Teff and log g. On the APOGEE-like grid FiLM "
-                 "halved mdAT's reconstruction error but, on two of three splits, kept less [alpha/Fe] (README).")
+                 "response to an abundance can grow or fade with Teff and log g. FiLM needs the MLP encoder; with "
+                 "it, on the APOGEE-like grid, FiLM halved mdAT's reconstruction error but, on two of three "
+                 "splits, kept less [alpha/Fe] (README).")
         columns = st.columns(4)
         encoder = columns[0].selectbox(
             "Encoder", list(ENCODERS), format_func=ENCODERS.get, key="train_encoder",

@@ -153,7 +153,7 @@ def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[
     disentangler's ``cp-polynomial`` encoder, i.e. the spectrum's ``n_components`` leading
     principal components times quadratic monomials of the standardised conditional parameters
     (:class:`~astrocore.models.disentangler.PolynomialReader`). On the APOGEE-like grid it reads
-    every abundance of unseen chemistries at R^2 0.86-1.00, where an MLP regressor of the MLP
+    every abundance of unseen chemistries at R^2 0.85-1.00, where an MLP regressor of the MLP
     encoder's sizes read N, Al, Mn and Ni at 0.75 or less. The emulator is then trained and tested
     on (conditional parameters, estimates). It is a reference, not a strict bound: an unsupervised
     latent may hold other functions of the chemistry, weighted by how much each changes the spectrum.
