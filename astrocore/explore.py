@@ -196,7 +196,7 @@ def _conditional_rows(run, conditional, n: int) -> np.ndarray:
 def feature_width(run) -> int:
     """Width of the encoder's last hidden layer (the dimension of h): for a ``cp-polynomial``
     encoder, its number of principal components."""
-    if getattr(run.config, "encoder", "mlp") == "cp-polynomial":
+    if run.config.encoder == "cp-polynomial":
         return int(run.config.encoder_components)
     hidden = tuple(run.config.encoder_hidden)
     if not hidden:
