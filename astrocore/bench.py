@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from .data import load_source, renderer_for
-from .evaluation import PROBE_KEYS, PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
+from .evaluation import (MAX_KNN_OBJECTS, PROBE_KEYS, PROBE_LABELS, evaluate_disentangler, representation_scores,
+                         split_index)
 from .models.disentangler import MODES, DisentanglerConfig, fit
 from .models.emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
 
@@ -72,7 +73,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         runs[mode] = run
     # The input spectra themselves, on the same held-out objects.
     any_run = next(iter(runs.values()))
-    test, train = split_index(any_run, dataset, 2), split_index(any_run, dataset, 0)
+    test, train = split_index(any_run, dataset, 2), split_index(any_run, dataset, 0, MAX_KNN_OBJECTS)
     x_scores = representation_scores(dataset.spectra[train], dataset.labels[train],
                                      dataset.spectra[test], dataset.labels[test], PROBE_LABELS)
     for key in PROBE_KEYS:

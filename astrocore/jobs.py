@@ -406,7 +406,7 @@ def read_evaluation(run_folder) -> dict | None:
 def _evaluate(run_folder: Path, max_objects: int) -> dict:
     """The CLI's ``astrocore evaluate RUN --json`` plus the same probes on the input spectra X."""
     from .data import dataset_from_source, renderer_for
-    from .evaluation import PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
+    from .evaluation import MAX_KNN_OBJECTS, PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
     from .runs import load_run
 
     started = time.time()
@@ -414,7 +414,8 @@ def _evaluate(run_folder: Path, max_objects: int) -> dict:
     dataset = dataset_from_source(run.record.data)
     metrics = evaluate_disentangler(run, dataset, render=renderer_for(dataset), max_objects=max_objects)
     # The same probes on the input spectra X (fitted on the training stars, scored on held-out ones).
-    test, train = split_index(run, dataset, 2, max_objects), split_index(run, dataset, 0, max_objects)
+    test = split_index(run, dataset, 2, max_objects)
+    train = split_index(run, dataset, 0, max(max_objects, MAX_KNN_OBJECTS))
     try:
         metrics["X"] = representation_scores(dataset.spectra[train], dataset.labels[train], dataset.spectra[test],
                                              dataset.labels[test], PROBE_LABELS)

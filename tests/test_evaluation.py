@@ -36,6 +36,22 @@ def test_probes_of_several_labels_score_each_as_alone():
         probe_scores(wide[:350], targets[:350], wide[350:], targets[350:], ("knn", "svm"))
 
 
+def test_knn_probe_uses_every_training_object_the_fitted_probes_a_subset():
+    # A rapidly varying label: ten neighbours among 60 references read it poorly, among 3000 well.
+    rng = np.random.default_rng(5)
+    feature = rng.uniform(0, 1, (3500, 1))
+    target = np.sin(40 * feature[:, 0])
+    train, test = slice(0, 3000), slice(3000, None)
+    dense = probe_r2(feature[train], target[train], feature[test], target[test], "knn", max_fit_objects=60)[0]
+    sparse = probe_r2(feature[:60], target[:60], feature[test], target[test], "knn")[0]
+    assert dense > 0.95 and sparse < 0.8
+    # The MLP is fitted on the seeded 60-object subset only, so it scores as if given just those.
+    subset = np.sort(np.random.default_rng(0).choice(3000, size=60, replace=False))
+    limited = probe_r2(feature[train], target[train], feature[test], target[test], "mlp", max_fit_objects=60)[0]
+    alone = probe_r2(feature[subset], target[subset], feature[test], target[test], "mlp")[0]
+    assert limited == pytest.approx(alone, abs=0.05)
+
+
 def test_probe_is_fair_to_tiny_latent_spreads():
     # A sigmoid latent with a spread of 1e-4 holds the information as well as a wide one.
     rng = np.random.default_rng(1)
