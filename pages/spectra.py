@@ -559,6 +559,12 @@ def train_tab() -> None:
             help="Adds Gaussian noise of 1/(S/N) in continuum units to the spectra the encoder reads in training "
                  "(not to the reconstruction target). A model trained on noise-free spectra reads features "
                  "that noise would swamp: to encode real or noisy spectra, train at their S/N.")
+        twin_codes = columns[2].number_input(
+            "Twin-code steps", 0, 100000, value=None, placeholder="preset default", key="train_twin_codes",
+            help="After training, each training chemistry gets one latent, optimised through the frozen decoder "
+                 "to reconstruct all its spectra, and the polynomial encoder is refitted to read it: the encoder "
+                 "then reads nothing but the chemistry, and reconstructions improve (README). Needs the "
+                 "polynomial encoder and twins (one chemistry at several Teff, log g) in the data. 0: off.")
         submitted = st.form_submit_button("Start training in the background", type="primary",
                                           icon=":material/play_arrow:")
     if submitted:
@@ -579,6 +585,8 @@ def train_tab() -> None:
                 overrides["encoder"] = encoder
             if noise_snr:
                 overrides["input_noise"] = 1.0 / float(noise_snr)
+            if twin_codes is not None:
+                overrides["twin_code_steps"] = int(twin_codes)
             logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
             if parsed is not None:
                 overrides["lambdas"] = list(parsed)

@@ -250,6 +250,75 @@ def test_polynomial_reader_encoder(toy_dataset, tmp_path):
     assert encoder_features(reloaded, toy_dataset.spectra[:4], cp).shape == (4, 8)
 
 
+def test_response_decoder(toy_dataset, tmp_path):
+    from astrocore.models.disentangler import ResponseDecoder
+
+    with pytest.raises(ValueError, match="decoder"):
+        DisentanglerConfig(decoder="transformer")
+    with pytest.raises(ValueError, match="film"):
+        DisentanglerConfig(decoder="mlp+response", conditioning="film")
+    network = torch.nn.Linear(2 + 2, 30)
+    decoder = ResponseDecoder(network, latent_dim=2, n_conditions=2, n_pixels=30)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(8, 4, generator=generator)
+    # The response starts at zero: the decoder starts as its MLP.
+    torch.testing.assert_close(decoder(inputs), network(inputs))
+    torch.nn.init.normal_(decoder.response.weight, generator=generator)
+    response = decoder(inputs) - network(inputs)
+    # At fixed conditions the response is linear in z; the conditions change its weights.
+    doubled = inputs.clone()
+    doubled[:, :2] *= 2
+    torch.testing.assert_close(decoder(doubled) - network(doubled), 2 * response)
+    shifted = inputs.clone()
+    shifted[:, 2:] += 1.0
+    assert not torch.allclose(decoder(shifted) - network(shifted), response)
+
+    config = DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, decoder="mlp+response", encoder_components=8)
+    run = fit(toy_dataset, config, runs_root=tmp_path)
+    assert isinstance(run.model.decoder, ResponseDecoder)
+    assert run.model.decoder.response.weight.abs().sum() > 0  # trained, not left at zero
+    reloaded = load_run(run.path)
+    cp = toy_dataset.label_array(("teff", "logg"))[:4]
+    latent = run.encode(toy_dataset.spectra[:4], cp)
+    np.testing.assert_allclose(reloaded.decode(latent, cp), run.decode(latent, cp), atol=1e-5)
+
+
+def test_twin_codes_make_the_encoder_read_one_latent_per_chemistry(toy_dataset, tmp_path):
+    with pytest.raises(ValueError, match="twin_code_steps"):
+        DisentanglerConfig(encoder="cp-polynomial", twin_code_steps=-1)
+    reports = []
+
+    def within_to_between(run):
+        # Spread of the training latents within a chemistry over their spread between chemistries.
+        split = run.arrays()["split"]
+        train = split == 0
+        latent = run.arrays()["latent"][train]
+        chemistry = np.asarray(toy_dataset.labels["fingerprint"])[train]
+        means = np.stack([latent[chemistry == c].mean(0) for c in np.unique(chemistry)])
+        within = np.mean([latent[chemistry == c].var(0).sum() for c in np.unique(chemistry)])
+        return within / means.var(0).sum()
+
+    common = dict(epochs=2, latent_dim=2, encoder_components=8, decoder_refit_epochs=1)
+    plain = fit(toy_dataset, DisentanglerConfig.preset("fast", twin_code_steps=0, **common), runs_root=tmp_path)
+    coded = fit(toy_dataset, DisentanglerConfig.preset("fast", twin_code_steps=40, **common), runs_root=tmp_path,
+                progress=lambda step, total, metrics: reports.append((step, total, metrics)))
+    assert coded.record.metrics["twin_codes"] and np.isfinite(coded.record.metrics["twin_code_recon"])
+    assert not plain.record.metrics["twin_codes"]
+    # The MLP encoder has no linear read-out to distil the codes into: the phase is skipped.
+    mlp = fit(toy_dataset, DisentanglerConfig.preset("fast", encoder="mlp", twin_code_steps=40, **common),
+              runs_root=tmp_path)
+    assert not mlp.record.metrics["twin_codes"]
+    assert within_to_between(coded) < 0.05 < within_to_between(plain)
+    phases = [metrics.get("phase") for _, _, metrics in reports]
+    assert phases.count("twin codes") == 40 and phases[-1] == "decoder refit"
+    steps = [step for step, _, _ in reports]
+    assert steps == sorted(steps) and steps[-1] == reports[-1][1]  # one scale over all three phases
+    reloaded = load_run(coded.path)
+    cp = toy_dataset.label_array(("teff", "logg"))[:4]
+    np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:4], cp), coded.encode(toy_dataset.spectra[:4], cp),
+                               atol=1e-5)
+
+
 def test_input_noise_reaches_the_encoder_only(toy_dataset):
     with pytest.raises(ValueError, match="input_noise"):
         DisentanglerConfig(input_noise=-0.01)

@@ -211,6 +211,7 @@ def test_train_tab_starts_a_background_run(default_model):
     at.selectbox(key="train_conditioning").set_value("film")
     at.selectbox(key="train_encoder").set_value("mlp")
     at.number_input(key="train_noise_snr").set_value(200.0)
+    at.number_input(key="train_twin_codes").set_value(7)
     submit = [b for b in at.button if "Start training" in str(b.label)][0]
     submit.click().run()
     assert not at.exception
@@ -223,7 +224,7 @@ def test_train_tab_starts_a_background_run(default_model):
     assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
     assert record.config["decoder_refit_epochs"] == 1 and record.config["cp_features"] == "fourier"
     assert record.config["conditioning"] == "film" and record.config["encoder"] == "mlp"
-    assert record.config["input_noise"] == pytest.approx(0.005)
+    assert record.config["input_noise"] == pytest.approx(0.005) and record.config["twin_code_steps"] == 7
     at.run()
     assert any(option.startswith(run_id) for option in at.selectbox(key="model_pick").options)
     # A bad lambda is a message, not a traceback.

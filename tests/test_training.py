@@ -34,12 +34,14 @@ def test_cancel_then_resume(toy_dataset, tmp_path):
 
 
 def test_cancel_during_the_decoder_refit_then_resume(toy_dataset, tmp_path):
-    config = DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, batch_size=16, decoder_refit_epochs=3)
+    config = DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, batch_size=16, decoder_refit_epochs=3,
+                                       twin_code_steps=5)
     calls = {"n": 0}
 
     def stop_in_the_refit():
         calls["n"] += 1
-        return calls["n"] > 7 * (2 + 2) + 1  # 7 batches per epoch: 2 training + 2 refit epochs
+        # 7 batches per epoch: 2 training epochs, 5 twin-code steps, then 2 refit epochs.
+        return calls["n"] > 7 * (2 + 2) + 5 + 1
 
     with pytest.raises(TrainingCancelled):
         fit(toy_dataset, config, runs_root=tmp_path, run_id="refit", should_stop=stop_in_the_refit)

@@ -40,6 +40,7 @@ from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, count_bat
 MODES = ("noat", "at", "mdat")
 CP_FEATURES = ("linear", "fourier")
 CONDITIONINGS = ("concat", "film", "film-encoder")
+DECODERS = ("mlp", "mlp+response")
 ENCODERS = ("mlp", "cp-polynomial")
 
 
@@ -105,6 +106,12 @@ class DisentanglerConfig:
     # encoder's sizes reads N, Al, Mn and Ni at 0.75 or less from the same 84 chemistries.
     encoder: str = "mlp"
     encoder_components: int = 200
+    # How the decoder writes the spectrum (an addition to the paper). mlp: the paper's network of
+    # (z, cp). mlp+response: that network plus a term linear in z whose weights are quadratic
+    # polynomials of the standardised cp (:class:`ResponseDecoder`): a weak line's response to its
+    # abundance is a depth that changes with Teff and logg, the product the MLP must otherwise
+    # build from its hidden layers; the mirror of the cp-polynomial encoder's read-out.
+    decoder: str = "mlp"
     # Gaussian noise (continuum-normalised flux units; 0.01 is S/N 100) added to the spectra the
     # encoder sees in training, not to the reconstruction target. A model trained on noise-free
     # grids learns to read features far below any real spectrum's noise (the cp-polynomial encoder
@@ -115,6 +122,16 @@ class DisentanglerConfig:
     # (cosine-decayed rate). The latent, and so every probe result, is unchanged; the decoder no
     # longer shares its updates with the adversarial and twin terms. 0 disables it.
     decoder_refit_epochs: int = 0
+    # Twin codes (an addition to the paper; active only with the cp-polynomial encoder, the twin
+    # term and twins in the data, and the run's metrics say whether it ran):
+    # after the adversarial training, give each training chemistry one latent, optimised for this
+    # many steps through the frozen decoder to reconstruct all of that chemistry's spectra, then
+    # refit the encoder's linear read-out (ridge, closed form) to map every spectrum to its
+    # chemistry's code. A code is the same at every Teff and logg, so the encoder learns to read
+    # nothing but the chemistry; on the APOGEE-like grid the encoder trained with the adversaries
+    # leaves 2.5x of reconstruction error that the best per-chemistry latent does not. Runs before
+    # the decoder refit. 0 disables it.
+    twin_code_steps: int = 0
     epochs: int = 30
     batch_size: int = 128
     patience: int | None = None
@@ -147,6 +164,7 @@ class DisentanglerConfig:
             "cp_features": CP_FEATURES,
             "conditioning": CONDITIONINGS,
             "encoder": ENCODERS,
+            "decoder": DECODERS,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -155,11 +173,14 @@ class DisentanglerConfig:
             raise ValueError("twin_weight and twin_latent_factor must be >= 0.")
         if self.cp_frequencies < 1 or self.encoder_components < 1:
             raise ValueError("cp_frequencies and encoder_components must be >= 1.")
+        if self.decoder != "mlp" and self.conditioning == "film":
+            raise ValueError(f"conditioning='film' modulates an MLP decoder; decoder={self.decoder!r} "
+                             "has its own cp dependence (use conditioning='concat' or 'film-encoder').")
         if self.encoder != "mlp" and self.conditioning != "concat":
             raise ValueError(f"conditioning={self.conditioning!r} modulates an MLP encoder; "
                              f"encoder={self.encoder!r} has its own cp dependence (use conditioning='concat').")
-        if self.decoder_refit_epochs < 0:
-            raise ValueError("decoder_refit_epochs must be >= 0.")
+        if self.decoder_refit_epochs < 0 or self.twin_code_steps < 0:
+            raise ValueError("decoder_refit_epochs and twin_code_steps must be >= 0.")
         if self.input_noise < 0:
             raise ValueError("input_noise must be >= 0 (a flux standard deviation).")
         if self.latent_dim < 1 or self.n_bins < 2 or self.adversary_steps < 1 or self.epochs < 1:
@@ -189,7 +210,7 @@ class DisentanglerConfig:
                 adversary="regression", objective="bounded", lambdas=(0.1,),
                 adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
                 lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=1.0, epochs=20,
-                decoder_refit_epochs=5, batch_size=128, test_fraction=0.3,
+                decoder_refit_epochs=5, twin_code_steps=200, batch_size=128, test_fraction=0.3,
                 encoder="cp-polynomial", cp_features="fourier", activation="silu",
             ),
             "paper": dict(epochs=200, batch_size=64),
@@ -259,6 +280,18 @@ def conditioned_mlp(sizes: list[int], n_conditions: int, film: bool, activation:
     return mlp(sizes, activation)
 
 
+def quadratic_pairs(n_conditions: int) -> torch.Tensor:
+    """Index pairs (i, j), i <= j, of the degree-2 monomials of ``n_conditions`` conditions."""
+    pairs = [(i, j) for i in range(n_conditions) for j in range(i, n_conditions)]
+    return torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
+
+
+def quadratic_monomials(conditions: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
+    """phi(c) = [1, c_i, c_i c_j] (n, 1 + n_conditions + n_pairs), starting with the constant 1."""
+    products = conditions[:, pair_index[:, 0]] * conditions[:, pair_index[:, 1]]
+    return torch.cat([torch.ones_like(conditions[:, :1]), conditions, products], dim=1)
+
+
 class PolynomialReader(nn.Module):
     """A linear read-out of the spectrum whose weights are polynomials of the conditions:
     z = sum_k phi_k(c) W_k h + V phi(c), with h the spectrum's projection on its leading principal
@@ -274,9 +307,8 @@ class PolynomialReader(nn.Module):
     def __init__(self, n_pixels: int, n_conditions: int, n_components: int, n_out: int):
         super().__init__()
         self.n_pixels, self.n_conditions = n_pixels, n_conditions
-        pairs = [(i, j) for i in range(n_conditions) for j in range(i, n_conditions)]
-        self.register_buffer("pair_index", torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2))
-        n_terms = 1 + n_conditions + len(pairs)
+        self.register_buffer("pair_index", quadratic_pairs(n_conditions))
+        n_terms = 1 + n_conditions + len(self.pair_index)
         self.register_buffer("centre", torch.zeros(n_pixels))
         self.register_buffer("components", torch.zeros(n_components, n_pixels))
         self.readout = nn.Linear(n_components * n_terms + n_terms - 1, n_out)
@@ -302,8 +334,7 @@ class PolynomialReader(nn.Module):
 
     def monomials(self, conditions: torch.Tensor) -> torch.Tensor:
         """phi(c): (n, 1 + n_conditions + n_pairs), starting with the constant 1."""
-        products = conditions[:, self.pair_index[:, 0]] * conditions[:, self.pair_index[:, 1]]
-        return torch.cat([torch.ones_like(conditions[:, :1]), conditions, products], dim=1)
+        return quadratic_monomials(conditions, self.pair_index)
 
     def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
         """The spectrum's principal-component projection h (n, n_components)."""
@@ -319,6 +350,28 @@ class PolynomialReader(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(inputs))
+
+
+class ResponseDecoder(nn.Module):
+    """The MLP decoder plus a response linear in the latent: x = MLP(z, c) + sum_m phi_m(c) R_m z,
+    with phi(c) the degree-2 monomials of the standardised conditions (as in
+    :class:`PolynomialReader`). The input is laid out as for the MLP decoder: the latent, then the
+    conditions as the model feeds them (standardised values first). R starts at zero, so training
+    starts from the plain MLP decoder.
+    """
+
+    def __init__(self, network: nn.Module, latent_dim: int, n_conditions: int, n_pixels: int):
+        super().__init__()
+        self.network, self.latent_dim, self.n_conditions = network, latent_dim, n_conditions
+        self.register_buffer("pair_index", quadratic_pairs(n_conditions))
+        n_terms = 1 + n_conditions + len(self.pair_index)
+        self.response = nn.Linear(latent_dim * n_terms, n_pixels, bias=False)
+        nn.init.zeros_(self.response.weight)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        latent = inputs[:, :self.latent_dim]
+        terms = quadratic_monomials(inputs[:, self.latent_dim:self.latent_dim + self.n_conditions], self.pair_index)
+        return self.network(inputs) + self.response((latent[:, :, None] * terms[:, None, :]).flatten(1))
 
 
 def hidden_features(network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -358,6 +411,8 @@ class Disentangler(nn.Module):
         )
         self.decoder = conditioned_mlp([config.latent_dim + n_cp_inputs, *config.decoder_hidden, n_pixels],
                                        n_cp_inputs, decoder_film, config.activation)
+        if config.decoder == "mlp+response":
+            self.decoder = ResponseDecoder(self.decoder, config.latent_dim, n_cp, n_pixels)
         self.adversaries = nn.ModuleList(
             mlp([config.latent_dim, *config.adversary_hidden, n_out]) for n_out in self.adversary_outputs()
         )
@@ -713,13 +768,16 @@ def fit(
     if not (resume and (folder / "run.json").exists()):
         record.write()
 
-    # One progress scale over both phases; the refit's epochs continue the training's.
+    # One progress scale over all phases; the twin codes' steps and the refit's epochs continue
+    # the training's.
     batches_per_epoch = count_batches(len(train_index), config.batch_size)
-    total_steps = (config.epochs + config.decoder_refit_epochs) * batches_per_epoch
+    # The codes are distilled into a linear read-out, which only the cp-polynomial encoder has.
+    code_steps = config.twin_code_steps if twins is not None and config.encoder == "cp-polynomial" else 0
+    total_steps = (config.epochs + config.decoder_refit_epochs) * batches_per_epoch + code_steps
 
-    def reporter(first_epoch: int, phase: str | None = None):
+    def reporter(first_epoch: int, phase: str | None = None, extra_steps: int = 0):
         def report(step, total, metrics):
-            step = step + first_epoch * batches_per_epoch
+            step = step + first_epoch * batches_per_epoch + extra_steps
             if "epoch" in metrics:
                 metrics = {**metrics, "epoch": metrics["epoch"] + first_epoch}
             if phase:
@@ -742,10 +800,14 @@ def fit(
             {k: v[val_index] for k, v in arrays.items()} if len(val_index) else None,
             settings, progress=reporter(0), checkpoint_dir=folder, resume=resume, should_stop=should_stop,
         )
+        code_recon = None
+        if code_steps > 0:
+            code_recon = _fit_twin_codes(model, arrays, train_index, np.asarray(dataset.labels["fingerprint"])[train_index],
+                            config, reporter(config.epochs, TWIN_CODE_PHASE), should_stop)
         if config.decoder_refit_epochs > 0:
             refit = _refit_decoder(model, arrays, train_index, val_index, config,
-                                   reporter(config.epochs, REFIT_PHASE), folder / "decoder_refit", resume,
-                                   should_stop)
+                                   reporter(config.epochs, REFIT_PHASE, code_steps), folder / "decoder_refit",
+                                   resume, should_stop)
             history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": REFIT_PHASE}
                                   for row in refit.epochs)
     except TrainingCancelled as error:
@@ -773,6 +835,8 @@ def fit(
         "best_epoch": history.best_epoch,
         "device": str(pick_device(config.device)),
         "twin_consistency": twins is not None,
+        "twin_codes": code_steps > 0,
+        "twin_code_recon": code_recon,
     }
     record.status = "done"
     record.write()
@@ -781,6 +845,75 @@ def fit(
 
 # The name of the refit phase in progress reports and in the run's per-epoch history.
 REFIT_PHASE = "decoder refit"
+TWIN_CODE_PHASE = "twin codes"
+# Spectra per optimisation step of the twin codes, their learning rate, and the ridge penalty of
+# the read-out refit relative to the mean diagonal of the features' Gram matrix.
+TWIN_CODE_BATCH, TWIN_CODE_LEARNING_RATE, TWIN_CODE_RIDGE = 3000, 0.02, 1e-3
+
+
+def _fit_twin_codes(model: Disentangler, arrays: dict, train_index, fingerprint: np.ndarray,
+                    config: DisentanglerConfig, report, should_stop) -> float:
+    """Optimise one latent per training chemistry through the frozen decoder, then refit the
+    encoder's read-out to it (see ``twin_code_steps``). Returns the codes' last batch
+    reconstruction MSE (network units)."""
+    device = pick_device(config.device)
+    model.to(device).eval()
+    _, chemistry = np.unique(fingerprint, return_inverse=True)
+    chemistry = torch.as_tensor(chemistry.ravel(), device=device)
+    with torch.no_grad():
+        cp_inputs = model.cp_inputs(torch.as_tensor(arrays["cp"][train_index], device=device))
+        scaled_flux = model.scale_flux(torch.as_tensor(arrays["flux"][train_index], device=device))
+        latent = torch.cat([model.encode_scaled(scaled_flux[start:start + 4096], cp_inputs[start:start + 4096])
+                            for start in range(0, len(train_index), 4096)])
+    # Each chemistry starts from the mean of its spectra's latents.
+    n_chemistries = int(chemistry.max()) + 1
+    codes = torch.zeros(n_chemistries, latent.shape[1], device=device).index_add_(0, chemistry, latent)
+    codes = (codes / torch.bincount(chemistry, minlength=n_chemistries)[:, None]).requires_grad_(True)
+    frozen = [parameter for parameter in model.decoder.parameters() if parameter.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    optimizer = torch.optim.Adam([codes], lr=TWIN_CODE_LEARNING_RATE)
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    try:
+        for step in range(config.twin_code_steps):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled("Training was cancelled during the twin codes.")
+            batch = torch.randperm(len(train_index), generator=generator)[:TWIN_CODE_BATCH].to(device)
+            loss = F.mse_loss(model.decode_scaled(codes[chemistry[batch]], cp_inputs[batch]), scaled_flux[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            report(step + 1, config.twin_code_steps, {"code_recon": float(loss.detach())})
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+    _refit_readout(model, scaled_flux, cp_inputs, codes.detach()[chemistry])
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def _refit_readout(model: Disentangler, scaled_flux: torch.Tensor, cp_inputs: torch.Tensor,
+                   target_latent: torch.Tensor) -> None:
+    """Ridge regression of the cp-polynomial encoder's read-out so that the encoder maps each
+    spectrum to ``target_latent`` (after the model's latent activation, with its current statistics)."""
+    if model.config.latent_activation == "batchnorm":
+        norm = model.latent_norm
+        target = target_latent * torch.sqrt(norm.running_var + norm.eps) + norm.running_mean
+    elif model.config.latent_activation == "sigmoid":
+        target = torch.logit(target_latent.clamp(1e-4, 1 - 1e-4))
+    else:
+        target = target_latent
+    encoder = model.encoder
+    features = torch.cat([encoder.features(torch.cat([scaled_flux[start:start + 4096], cp_inputs[start:start + 4096]], 1))
+                          for start in range(0, len(scaled_flux), 4096)]).double()
+    target = target.double()
+    feature_mean, target_mean = features.mean(0), target.mean(0)
+    features -= feature_mean
+    gram = features.T @ features
+    gram += TWIN_CODE_RIDGE * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    weights = torch.linalg.solve(gram, features.T @ (target - target_mean))
+    encoder.readout.weight.copy_(weights.T.to(encoder.readout.weight.dtype))
+    encoder.readout.bias.copy_((target_mean - feature_mean @ weights).to(encoder.readout.bias.dtype))
 
 
 def _refit_decoder(model: Disentangler, arrays: dict, train_index, val_index, config: DisentanglerConfig,
