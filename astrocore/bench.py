@@ -131,8 +131,8 @@ def _paper_recipe_fields() -> dict:
     """The paper's recipe (all config fields of the ``paper`` preset but the schedule)."""
     paper = DisentanglerConfig.preset("paper-fast")
     keep = ("latent_dim", "latent_activation", "scaling", "adversary", "objective", "lambdas",
-            "lambda_warmup_epochs", "adversary_steps", "twin_weight", "twin_latent_factor", "decoder_refit_epochs", "twin_code_steps",
-            "cp_features", "conditioning", "encoder", "decoder", "activation", "lr_schedule")
+            "lambda_warmup_epochs", "adversary_steps", "twin_weight", "twin_latent_factor", "decoder_refit_epochs",
+            "twin_code_steps", "cp_features", "conditioning", "encoder", "activation", "lr_schedule")
     return {key: getattr(paper, key) for key in keep}
 
 

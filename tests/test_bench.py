@@ -61,5 +61,5 @@ def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, m
 def test_paper_recipe_has_none_of_the_fast_presets_additions():
     paper, fast = bench._paper_recipe_fields(), bench.DisentanglerConfig.preset("fast")
     assert paper["decoder_refit_epochs"] == 0 and fast.decoder_refit_epochs > 0
-    assert paper["encoder"] == "mlp" and paper["decoder"] == "mlp" and paper["activation"] == "leaky_relu" and paper["twin_weight"] == 0
+    assert paper["encoder"] == "mlp" and paper["twin_code_steps"] == 0 and paper["activation"] == "leaky_relu" and paper["twin_weight"] == 0
     assert paper["cp_features"] == "linear" and paper["conditioning"] == "concat"

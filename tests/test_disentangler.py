@@ -250,39 +250,6 @@ def test_polynomial_reader_encoder(toy_dataset, tmp_path):
     assert encoder_features(reloaded, toy_dataset.spectra[:4], cp).shape == (4, 8)
 
 
-def test_response_decoder(toy_dataset, tmp_path):
-    from astrocore.models.disentangler import ResponseDecoder
-
-    with pytest.raises(ValueError, match="decoder"):
-        DisentanglerConfig(decoder="transformer")
-    with pytest.raises(ValueError, match="film"):
-        DisentanglerConfig(decoder="mlp+response", conditioning="film")
-    network = torch.nn.Linear(2 + 2, 30)
-    decoder = ResponseDecoder(network, latent_dim=2, n_conditions=2, n_pixels=30)
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(8, 4, generator=generator)
-    # The response starts at zero: the decoder starts as its MLP.
-    torch.testing.assert_close(decoder(inputs), network(inputs))
-    torch.nn.init.normal_(decoder.response.weight, generator=generator)
-    response = decoder(inputs) - network(inputs)
-    # At fixed conditions the response is linear in z; the conditions change its weights.
-    doubled = inputs.clone()
-    doubled[:, :2] *= 2
-    torch.testing.assert_close(decoder(doubled) - network(doubled), 2 * response)
-    shifted = inputs.clone()
-    shifted[:, 2:] += 1.0
-    assert not torch.allclose(decoder(shifted) - network(shifted), response)
-
-    config = DisentanglerConfig.preset("fast", epochs=2, latent_dim=2, decoder="mlp+response", encoder_components=8)
-    run = fit(toy_dataset, config, runs_root=tmp_path)
-    assert isinstance(run.model.decoder, ResponseDecoder)
-    assert run.model.decoder.response.weight.abs().sum() > 0  # trained, not left at zero
-    reloaded = load_run(run.path)
-    cp = toy_dataset.label_array(("teff", "logg"))[:4]
-    latent = run.encode(toy_dataset.spectra[:4], cp)
-    np.testing.assert_allclose(reloaded.decode(latent, cp), run.decode(latent, cp), atol=1e-5)
-
-
 def test_twin_codes_make_the_encoder_read_one_latent_per_chemistry(toy_dataset, tmp_path):
     with pytest.raises(ValueError, match="twin_code_steps"):
         DisentanglerConfig(encoder="cp-polynomial", twin_code_steps=-1)

@@ -40,7 +40,6 @@ from ..training import (LR_SCHEDULES, LoopSettings, TrainingCancelled, count_bat
 MODES = ("noat", "at", "mdat")
 CP_FEATURES = ("linear", "fourier")
 CONDITIONINGS = ("concat", "film", "film-encoder")
-DECODERS = ("mlp", "mlp+response")
 ENCODERS = ("mlp", "cp-polynomial")
 
 
@@ -106,12 +105,6 @@ class DisentanglerConfig:
     # encoder's sizes reads N, Al, Mn and Ni at 0.75 or less from the same 84 chemistries.
     encoder: str = "mlp"
     encoder_components: int = 200
-    # How the decoder writes the spectrum (an addition to the paper). mlp: the paper's network of
-    # (z, cp). mlp+response: that network plus a term linear in z whose weights are quadratic
-    # polynomials of the standardised cp (:class:`ResponseDecoder`): a weak line's response to its
-    # abundance is a depth that changes with Teff and logg, the product the MLP must otherwise
-    # build from its hidden layers; the mirror of the cp-polynomial encoder's read-out.
-    decoder: str = "mlp"
     # Gaussian noise (continuum-normalised flux units; 0.01 is S/N 100) added to the spectra the
     # encoder sees in training, not to the reconstruction target. A model trained on noise-free
     # grids learns to read features far below any real spectrum's noise (the cp-polynomial encoder
@@ -164,7 +157,6 @@ class DisentanglerConfig:
             "cp_features": CP_FEATURES,
             "conditioning": CONDITIONINGS,
             "encoder": ENCODERS,
-            "decoder": DECODERS,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -173,9 +165,6 @@ class DisentanglerConfig:
             raise ValueError("twin_weight and twin_latent_factor must be >= 0.")
         if self.cp_frequencies < 1 or self.encoder_components < 1:
             raise ValueError("cp_frequencies and encoder_components must be >= 1.")
-        if self.decoder != "mlp" and self.conditioning == "film":
-            raise ValueError(f"conditioning='film' modulates an MLP decoder; decoder={self.decoder!r} "
-                             "has its own cp dependence (use conditioning='concat' or 'film-encoder').")
         if self.encoder != "mlp" and self.conditioning != "concat":
             raise ValueError(f"conditioning={self.conditioning!r} modulates an MLP encoder; "
                              f"encoder={self.encoder!r} has its own cp dependence (use conditioning='concat').")
@@ -352,28 +341,6 @@ class PolynomialReader(nn.Module):
         return self.readout(self.features(inputs))
 
 
-class ResponseDecoder(nn.Module):
-    """The MLP decoder plus a response linear in the latent: x = MLP(z, c) + sum_m phi_m(c) R_m z,
-    with phi(c) the degree-2 monomials of the standardised conditions (as in
-    :class:`PolynomialReader`). The input is laid out as for the MLP decoder: the latent, then the
-    conditions as the model feeds them (standardised values first). R starts at zero, so training
-    starts from the plain MLP decoder.
-    """
-
-    def __init__(self, network: nn.Module, latent_dim: int, n_conditions: int, n_pixels: int):
-        super().__init__()
-        self.network, self.latent_dim, self.n_conditions = network, latent_dim, n_conditions
-        self.register_buffer("pair_index", quadratic_pairs(n_conditions))
-        n_terms = 1 + n_conditions + len(self.pair_index)
-        self.response = nn.Linear(latent_dim * n_terms, n_pixels, bias=False)
-        nn.init.zeros_(self.response.weight)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        latent = inputs[:, :self.latent_dim]
-        terms = quadratic_monomials(inputs[:, self.latent_dim:self.latent_dim + self.n_conditions], self.pair_index)
-        return self.network(inputs) + self.response((latent[:, :, None] * terms[:, None, :]).flatten(1))
-
-
 def hidden_features(network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """A network's last hidden layer for ``inputs``: everything but its final linear map (for a
     :class:`PolynomialReader`, the principal-component projection)."""
@@ -411,8 +378,6 @@ class Disentangler(nn.Module):
         )
         self.decoder = conditioned_mlp([config.latent_dim + n_cp_inputs, *config.decoder_hidden, n_pixels],
                                        n_cp_inputs, decoder_film, config.activation)
-        if config.decoder == "mlp+response":
-            self.decoder = ResponseDecoder(self.decoder, config.latent_dim, n_cp, n_pixels)
         self.adversaries = nn.ModuleList(
             mlp([config.latent_dim, *config.adversary_hidden, n_out]) for n_out in self.adversary_outputs()
         )
