@@ -269,18 +269,6 @@ def conditioned_mlp(sizes: list[int], n_conditions: int, film: bool, activation:
     return mlp(sizes, activation)
 
 
-def quadratic_pairs(n_conditions: int) -> torch.Tensor:
-    """Index pairs (i, j), i <= j, of the degree-2 monomials of ``n_conditions`` conditions."""
-    pairs = [(i, j) for i in range(n_conditions) for j in range(i, n_conditions)]
-    return torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
-
-
-def quadratic_monomials(conditions: torch.Tensor, pair_index: torch.Tensor) -> torch.Tensor:
-    """phi(c) = [1, c_i, c_i c_j] (n, 1 + n_conditions + n_pairs), starting with the constant 1."""
-    products = conditions[:, pair_index[:, 0]] * conditions[:, pair_index[:, 1]]
-    return torch.cat([torch.ones_like(conditions[:, :1]), conditions, products], dim=1)
-
-
 class PolynomialReader(nn.Module):
     """A linear read-out of the spectrum whose weights are polynomials of the conditions:
     z = sum_k phi_k(c) W_k h + V phi(c), with h the spectrum's projection on its leading principal
@@ -296,8 +284,9 @@ class PolynomialReader(nn.Module):
     def __init__(self, n_pixels: int, n_conditions: int, n_components: int, n_out: int):
         super().__init__()
         self.n_pixels, self.n_conditions = n_pixels, n_conditions
-        self.register_buffer("pair_index", quadratic_pairs(n_conditions))
-        n_terms = 1 + n_conditions + len(self.pair_index)
+        pairs = [(i, j) for i in range(n_conditions) for j in range(i, n_conditions)]
+        self.register_buffer("pair_index", torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2))
+        n_terms = 1 + n_conditions + len(pairs)
         self.register_buffer("centre", torch.zeros(n_pixels))
         self.register_buffer("components", torch.zeros(n_components, n_pixels))
         self.readout = nn.Linear(n_components * n_terms + n_terms - 1, n_out)
@@ -323,7 +312,8 @@ class PolynomialReader(nn.Module):
 
     def monomials(self, conditions: torch.Tensor) -> torch.Tensor:
         """phi(c): (n, 1 + n_conditions + n_pairs), starting with the constant 1."""
-        return quadratic_monomials(conditions, self.pair_index)
+        products = conditions[:, self.pair_index[:, 0]] * conditions[:, self.pair_index[:, 1]]
+        return torch.cat([torch.ones_like(conditions[:, :1]), conditions, products], dim=1)
 
     def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
         """The spectrum's principal-component projection h (n, n_components)."""
@@ -439,6 +429,12 @@ class Disentangler(nn.Module):
         output = self.decoder(torch.cat([latent, cp_inputs], dim=1))
         return torch.sigmoid(output) if self.config.scaling == "minmax" else output
 
+    def with_input_noise(self, scaled_flux: torch.Tensor) -> torch.Tensor:
+        """``scaled_flux`` plus the configured training input noise (converted to network units)."""
+        if self.config.input_noise <= 0:
+            return scaled_flux
+        return scaled_flux + torch.randn_like(scaled_flux) * (self.config.input_noise / self.flux_scale)
+
     # -- physical units in and out
     def encode(self, flux: torch.Tensor, cp: torch.Tensor) -> torch.Tensor:
         return self.encode_scaled(self.scale_flux(flux), self.cp_inputs(cp))
@@ -506,7 +502,7 @@ class DisentanglerTask:
         metrics = {}
         # One encoder pass serves both players: the adversaries train on a detached copy first
         # (the encoder's weights do not change meanwhile), then the autoencoder steps against them.
-        latent = model.encode_scaled(self._noisy(scaled_flux), cp_inputs)
+        latent = model.encode_scaled(model.with_input_noise(scaled_flux), cp_inputs)
         if model.adversaries:
             fixed_latent = latent.detach()
             for _ in range(config.adversary_steps):
@@ -523,7 +519,7 @@ class DisentanglerTask:
             twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device)
             scaled_twin, twin_cp_inputs = model.scale_flux(twin_flux), model.cp_inputs(twin_cp)
             twin = F.mse_loss(model.decode_scaled(latent, twin_cp_inputs), scaled_twin)
-            twin_latent = F.mse_loss(model.encode_scaled(self._noisy(scaled_twin), twin_cp_inputs), latent)
+            twin_latent = F.mse_loss(model.encode_scaled(model.with_input_noise(scaled_twin), twin_cp_inputs), latent)
             loss = loss + config.twin_weight * (twin + config.twin_latent_factor * twin_latent)
             metrics.update(twin=float(twin.detach()), twin_latent=float(twin_latent.detach()))
         if model.adversaries:
@@ -536,13 +532,6 @@ class DisentanglerTask:
         self.optimizers["autoencoder"].step()
         metrics.update(recon=float(reconstruction.detach()), loss=float(loss.detach()))
         return metrics
-
-    def _noisy(self, scaled_flux: torch.Tensor) -> torch.Tensor:
-        """``scaled_flux`` plus the configured input noise (converted to network units)."""
-        noise = self.model.config.input_noise
-        if noise <= 0:
-            return scaled_flux
-        return scaled_flux + torch.randn_like(scaled_flux) * (noise / self.model.flux_scale)
 
     def _adversary_names(self) -> list[str]:
         config = self.model.config
@@ -767,8 +756,9 @@ def fit(
         )
         code_recon = None
         if code_steps > 0:
-            code_recon = _fit_twin_codes(model, arrays, train_index, np.asarray(dataset.labels["fingerprint"])[train_index],
-                            config, reporter(config.epochs, TWIN_CODE_PHASE), should_stop)
+            fingerprint = np.asarray(dataset.labels["fingerprint"])[train_index]
+            code_recon = _fit_twin_codes(model, arrays, train_index, fingerprint, config,
+                                         reporter(config.epochs, TWIN_CODE_PHASE), should_stop)
         if config.decoder_refit_epochs > 0:
             refit = _refit_decoder(model, arrays, train_index, val_index, config,
                                    reporter(config.epochs, REFIT_PHASE, code_steps), folder / "decoder_refit",
@@ -808,7 +798,8 @@ def fit(
     return run
 
 
-# The name of the refit phase in progress reports and in the run's per-epoch history.
+# The names of the phases after training in progress reports (and the refit's in the run's
+# per-epoch history).
 REFIT_PHASE = "decoder refit"
 TWIN_CODE_PHASE = "twin codes"
 # Spectra per optimisation step of the twin codes, their learning rate, and the ridge penalty of
@@ -852,7 +843,8 @@ def _fit_twin_codes(model: Disentangler, arrays: dict, train_index, fingerprint:
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
-    _refit_readout(model, scaled_flux, cp_inputs, codes.detach()[chemistry])
+    # The read-out sees the spectra with the training input noise, as the encoder did in training.
+    _refit_readout(model, model.with_input_noise(scaled_flux), cp_inputs, codes.detach()[chemistry])
     return float(loss.detach())
 
 
