@@ -740,6 +740,14 @@ def parse_lambdas(text: str, conditional) -> tuple[float, ...]:
     return values
 
 
+def input_noise_for_snr(snr: float) -> float:
+    """The training input noise (``input_noise``: a flux standard deviation in continuum units) of
+    spectra at signal-to-noise ``snr``."""
+    if not snr > 0:
+        raise ValueError(f"S/N must be positive; got {snr}.")
+    return 1.0 / float(snr)
+
+
 def validate_training(mode: str, conditional, preset: str, lambdas, epochs: int | None, overrides: dict | None = None):
     """Build the config the job will build, so a bad choice is reported before starting."""
     from .models.disentangler import DisentanglerConfig

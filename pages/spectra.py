@@ -584,7 +584,7 @@ def train_tab() -> None:
             if encoder:
                 overrides["encoder"] = encoder
             if noise_snr:
-                overrides["input_noise"] = 1.0 / float(noise_snr)
+                overrides["input_noise"] = logic.input_noise_for_snr(noise_snr)
             if twin_codes is not None:
                 overrides["twin_code_steps"] = int(twin_codes)
             logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)

@@ -375,3 +375,9 @@ def test_formatted_tables_show_a_dash_for_missing_values():
     table = pd.DataFrame({"a": [0.12345, np.nan], "b": [None, 2.0]}, index=["x", "y"])
     shown = logic.formatted(table)
     assert shown.loc["x", "a"] == "0.123" and shown.loc["y", "a"] == "–" and shown.loc["x", "b"] == "–"
+
+
+def test_input_noise_for_snr():
+    assert logic.input_noise_for_snr(100) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="S/N"):
+        logic.input_noise_for_snr(0)

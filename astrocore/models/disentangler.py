@@ -327,6 +327,12 @@ class PolynomialReader(nn.Module):
         products = (projection[:, :, None] * terms[:, None, :]).flatten(1)
         return torch.cat([products, terms[:, 1:]], dim=1)
 
+    @torch.no_grad()
+    def all_features(self, inputs: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """:meth:`features` of many inputs, in batches, as float64 (for a linear fit of the read-out)."""
+        return torch.cat([self.features(inputs[start:start + batch_size]).double()
+                          for start in range(0, len(inputs), batch_size)])
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(inputs))
 
@@ -853,6 +859,8 @@ def _refit_readout(model: Disentangler, scaled_flux: torch.Tensor, cp_inputs: to
                    target_latent: torch.Tensor) -> None:
     """Ridge regression of the cp-polynomial encoder's read-out so that the encoder maps each
     spectrum to ``target_latent`` (after the model's latent activation, with its current statistics)."""
+    from sklearn.linear_model import Ridge
+
     if model.config.latent_activation == "batchnorm":
         norm = model.latent_norm
         target = target_latent * torch.sqrt(norm.running_var + norm.eps) + norm.running_mean
@@ -861,16 +869,12 @@ def _refit_readout(model: Disentangler, scaled_flux: torch.Tensor, cp_inputs: to
     else:
         target = target_latent
     encoder = model.encoder
-    features = torch.cat([encoder.features(torch.cat([scaled_flux[start:start + 4096], cp_inputs[start:start + 4096]], 1))
-                          for start in range(0, len(scaled_flux), 4096)]).double()
-    target = target.double()
-    feature_mean, target_mean = features.mean(0), target.mean(0)
-    features -= feature_mean
-    gram = features.T @ features
-    gram += TWIN_CODE_RIDGE * torch.trace(gram) / len(gram) * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
-    weights = torch.linalg.solve(gram, features.T @ (target - target_mean))
-    encoder.readout.weight.copy_(weights.T.to(encoder.readout.weight.dtype))
-    encoder.readout.bias.copy_((target_mean - feature_mean @ weights).to(encoder.readout.bias.dtype))
+    features = encoder.all_features(torch.cat([scaled_flux, cp_inputs], dim=1)).cpu().numpy()
+    # The penalty relative to the mean diagonal of the centred features' Gram matrix.
+    alpha = TWIN_CODE_RIDGE * len(features) * float(features.var(axis=0).mean())
+    ridge = Ridge(alpha=alpha).fit(features, target.double().cpu().numpy())
+    encoder.readout.weight.copy_(torch.as_tensor(ridge.coef_, dtype=encoder.readout.weight.dtype))
+    encoder.readout.bias.copy_(torch.as_tensor(ridge.intercept_, dtype=encoder.readout.bias.dtype))
 
 
 def _refit_decoder(model: Disentangler, arrays: dict, train_index, val_index, config: DisentanglerConfig,

@@ -181,10 +181,8 @@ def estimated_label_mse(dataset: Dataset, split: np.ndarray, conditional: tuple[
     estimated_columns = [labels.index(name) for name in estimated]
     reader = PolynomialReader(dataset.n_pixels, len(conditional), n_components, n_out=len(estimated))
     reader.set_components(scaled_flux[train_index], seed=config.seed)
-    with torch.no_grad():
-        inputs = torch.cat([scaled_flux, torch.as_tensor(scaled_labels[:, conditional_columns])], dim=1)
-        features = torch.cat([reader.features(inputs[start:start + 4096])
-                              for start in range(0, len(inputs), 4096)]).double().numpy()
+    features = reader.all_features(
+        torch.cat([scaled_flux, torch.as_tensor(scaled_labels[:, conditional_columns])], dim=1)).numpy()
     targets = scaled_labels[:, estimated_columns]
     ridge = RidgeCV(alphas=np.logspace(-3, 4, 15), alpha_per_target=True).fit(
         features[train_index], targets[train_index])
