@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from astrocore import app_logic as logic
+from astrocore.app import common as app_common
 from astrocore.runs import runs_dir
 
 st.set_page_config(page_title="astrocore", page_icon="✨", layout="wide")
@@ -15,11 +15,19 @@ spectra_page = st.Page("pages/spectra.py", title="Spectra", icon=":material/stac
 runs_page = st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:", url_path="runs")
 explore_page = st.Page("pages/explore.py", title="Embedding explorer", icon=":material/scatter_plot:",
                        url_path="explore")
+# The newer methods' pages join the navigation as their files land.
+METHOD_PAGES = [
+    ("pages/multimodal.py", "Multimodal BHB", ":material/join_inner:", "multimodal"),
+    ("pages/nebulae.py", "Nebulae (DANN)", ":material/blur_on:", "nebulae"),
+    ("pages/images.py", "Self-supervised images", ":material/image:", "images"),
+]
+method_pages = [st.Page(path, title=title, icon=icon, url_path=url) for path, title, icon, url in METHOD_PAGES
+                if (Path(__file__).resolve().parent / path).exists()]
 
 
 @st.cache_resource(show_spinner=False)
 def device() -> str:
-    return logic.device_description()
+    return app_common.device_description()
 
 
 def home() -> None:
@@ -72,7 +80,7 @@ def home() -> None:
 
 st.session_state["astrocore_app"] = True  # the pages use it to notice a direct URL visit (see pages/*.py)
 home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
-navigation = st.navigation([home_page, spectra_page, explore_page, runs_page])
+navigation = st.navigation([home_page, spectra_page, *method_pages, explore_page, runs_page])
 
 with st.sidebar:
     folder = runs_dir()

@@ -14,7 +14,59 @@ import numpy as np
 
 from .data.cache import cache_dir
 
-METHODS = ("pca", "umap", "tsne")
+PROJECTION_METHODS = {"pca": "PCA (instant)", "umap": "UMAP", "tsne": "t-SNE (openTSNE)"}
+DEFAULT_PARAMS = {"pca": {}, "umap": {"n_neighbors": 15, "min_dist": 0.1}, "tsne": {"perplexity": 30.0}}
+PARAM_LIMITS = {"n_neighbors": (2, 200, int), "min_dist": (0.0, 1.0, float), "perplexity": (2.0, 500.0, float)}
+METHODS = tuple(PROJECTION_METHODS)
+
+
+class ProjectionError(ValueError):
+    """A projection that cannot be made as asked; the message is meant for the user."""
+
+
+def projection_params(method: str, params: dict | None = None) -> dict:
+    """The method's parameters with defaults filled in, validated (clear message on bad values)."""
+    if method not in PROJECTION_METHODS:
+        raise ProjectionError(f"method must be one of {list(PROJECTION_METHODS)}; got {method!r}.")
+    result = dict(DEFAULT_PARAMS[method])
+    for name, value in (params or {}).items():
+        if name not in result:
+            raise ProjectionError(f"{PROJECTION_METHODS[method]} has no parameter {name!r}; expected {sorted(result) or 'none'}.")
+        low, high, kind = PARAM_LIMITS[name]
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise ProjectionError(f"{name} must be a number; got {value!r}.") from None
+        if not low <= value <= high:
+            raise ProjectionError(f"{name} must lie in {low:g}–{high:g}; got {value:g}.")
+        result[name] = value
+    return result
+
+
+def check_projectable(n: int, method: str, params: dict) -> None:
+    if n < 5:
+        raise ProjectionError(f"At least 5 objects are needed for a projection; this run has {n}.")
+    if method == "tsne" and 3 * params["perplexity"] >= n:
+        raise ProjectionError(f"t-SNE needs more than 3 × perplexity objects: lower the perplexity below {n / 3:.0f}.")
+    if method == "umap" and params["n_neighbors"] >= n:
+        raise ProjectionError(f"UMAP needs fewer neighbours than objects ({n}).")
+
+
+def cache_key(run_id: str, representation: str) -> str:
+    """The key :func:`astrocore.embeddings.project` caches under (shared with ``astrocore embed``)."""
+    return f"{run_id}/{representation}"
+
+
+def projection_name(representation: str, method: str, params: dict, seed: int = 0) -> str:
+    text = json.dumps({"params": projection_params(method, params), "seed": int(seed)}, sort_keys=True)
+    return f"{representation}-{method}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def projection_file(run_folder, representation: str, method: str, params: dict, seed: int = 0) -> Path:
+    """Where a projection of this run is kept: ``runs/ID/embeddings/<rep>-<method>-<hash>.npz``."""
+    return Path(run_folder) / "embeddings" / f"{projection_name(representation, method, params, seed)}.npz"
+
+
 
 
 def _array_fingerprint(values: np.ndarray) -> str:

@@ -1,7 +1,7 @@
 """Background work for the app: training, evaluation and embeddings as detached processes.
 
 Every job is an ordinary command (``python -m astrocore train disentangle ...`` - the same
-command the CLI documents - or ``python -m astrocore.jobs evaluate|embed RUN``) started with
+command the CLI documents: ``astrocore evaluate|embed RUN --out ...``) started with
 ``sys.executable`` in its own session, writing into the run folder. All state lives on disk, so a
 browser reload, a second browser tab or a restarted Streamlit server sees the same jobs::
 
@@ -18,9 +18,7 @@ period. Only processes whose command line names the run are ever signalled.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import io
 import json
 import os
 import signal
@@ -211,6 +209,23 @@ def start_training(*, data: str = "apogee", n_stars: int | None = None, data_see
     return run_id
 
 
+def start_method_training(method: str, arguments: list[str], *, run_id: str | None = None, runs_root=None,
+                          label: str = "", settings: dict | None = None) -> str:
+    """Start ``python -m astrocore train METHOD ARGUMENTS... --out RUNS --run-id ID`` in the background
+    (any registered method); returns the run id. Progress is polled with :func:`job_status`."""
+    root = runs_dir(runs_root)
+    run_id = run_id or new_run_id(method)
+    folder = root / run_id
+    if (folder / "run.json").exists() and RunRecord.read(folder).status == "done":
+        raise JobError(f"Run {run_id} already exists and is finished; choose another run id.")
+    command = [sys.executable, "-m", "astrocore", "train", method, *map(str, arguments),
+               "--out", str(root.resolve()), "--run-id", run_id]
+    launch(folder, "train", command, folder / "train.log", kind="train",
+           stale=("CANCEL", "progress.json", "history.jsonl"),
+           extra={"label": label, "method": method, "settings": settings or {}})
+    return run_id
+
+
 def _log_tail(path, lines: int = 12) -> str:
     try:
         text = Path(path).read_text(errors="replace")
@@ -382,85 +397,25 @@ def embedding_path(run_folder, representation: str, method: str) -> Path:
 
 
 def start_evaluation(run_folder, max_objects: int = 2000) -> dict:
-    """Evaluate a finished run in the background; writes ``evaluation.json`` (see :func:`main`)."""
+    """Evaluate a finished run in the background (``astrocore evaluate RUN --json --out
+    RUN/evaluation.json``, written atomically)."""
     run_folder = Path(run_folder).resolve()
-    command = [sys.executable, "-m", "astrocore.jobs", "evaluate", str(run_folder), "--max-objects", str(max_objects)]
+    command = [sys.executable, "-m", "astrocore", "evaluate", str(run_folder), "--json", "--max-objects",
+               str(max_objects), "--out", str(evaluation_path(run_folder))]
     return launch(run_folder, "evaluate", command, run_folder / "evaluate.log", evaluation_path(run_folder),
                   kind="evaluate")
 
 
 def start_embedding(run_folder, representation: str = "z", method: str = "umap") -> dict:
-    """Project the run's latents (``z``) or its input spectra (``X``) to 2-d in the background."""
+    """Project one of the run's representations (e.g. ``z`` or ``X``) to 2-d in the background
+    (``astrocore embed``, which writes its output atomically)."""
     run_folder = Path(run_folder).resolve()
     name = f"embed-{representation}-{method}"
-    command = [sys.executable, "-m", "astrocore.jobs", "embed", str(run_folder), "--representation", representation,
-               "--method", method]
+    command = [sys.executable, "-m", "astrocore", "embed", str(run_folder), "--representation", representation,
+               "--method", method, "--out", str(embedding_path(run_folder, representation, method))]
     return launch(run_folder, name, command, run_folder / f"{name}.log",
                   embedding_path(run_folder, representation, method), kind="embed")
 
 
 def read_evaluation(run_folder) -> dict | None:
     return read_json(evaluation_path(run_folder))
-
-
-def _evaluate(run_folder: Path, max_objects: int) -> dict:
-    """The CLI's ``astrocore evaluate RUN --json`` plus the same probes on the input spectra X."""
-    from .data import dataset_from_source, renderer_for
-    from .evaluation import MAX_KNN_OBJECTS, PROBE_LABELS, evaluate_disentangler, representation_scores, split_index
-    from .runs import load_run
-
-    started = time.time()
-    run = load_run(run_folder)
-    dataset = dataset_from_source(run.record.data)
-    metrics = evaluate_disentangler(run, dataset, render=renderer_for(dataset), max_objects=max_objects)
-    # The same probes on the input spectra X (fitted on the training stars, scored on held-out ones).
-    test = split_index(run, dataset, 2, max_objects)
-    train = split_index(run, dataset, 0, max(max_objects, MAX_KNN_OBJECTS))
-    try:
-        metrics["X"] = representation_scores(dataset.spectra[train], dataset.labels[train], dataset.spectra[test],
-                                             dataset.labels[test], PROBE_LABELS)
-    except ValueError as error:  # e.g. too few held-out spectra for the probes
-        metrics["X_error"] = str(error)
-    metrics["n_held_out"] = int(len(test))
-    metrics["seconds"] = round(time.time() - started, 2)
-    return {"run": run.id, "mode": run.config.mode, "conditional": list(run.conditional), **metrics}
-
-
-def main(argv=None) -> int:
-    """``python -m astrocore.jobs evaluate RUN`` / ``embed RUN --representation z --method umap``:
-    the background jobs' entry points; outputs are written atomically into the run folder."""
-    parser = argparse.ArgumentParser(prog="python -m astrocore.jobs", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    evaluate = commands.add_parser("evaluate")
-    evaluate.add_argument("run")
-    evaluate.add_argument("--max-objects", type=int, default=2000)
-    embed = commands.add_parser("embed")
-    embed.add_argument("run")
-    embed.add_argument("--representation", default="z", choices=["z", "X"])
-    embed.add_argument("--method", default="umap", choices=["pca", "umap", "tsne"])
-    embed.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    run_folder = Path(args.run)
-    if args.command == "evaluate":
-        result = _evaluate(run_folder, args.max_objects)
-        atomic_write_text(evaluation_path(run_folder), json.dumps(result, indent=2))
-        print(json.dumps(result, indent=2))
-        return 0
-    from .cli import main as cli_main
-
-    target = embedding_path(run_folder, args.representation, args.method)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.stem}.part.npz")
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = cli_main(["embed", str(run_folder), "--representation", args.representation, "--method", args.method,
-                         "--seed", str(args.seed), "--out", str(partial)])
-    print(buffer.getvalue(), end="")
-    if code != 0 or not partial.exists():
-        return code or 1
-    os.replace(partial, target)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

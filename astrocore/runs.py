@@ -15,6 +15,7 @@ so a reader never sees half a file and a crash never leaves a "done" run without
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -175,7 +176,7 @@ def delete_run(path) -> None:
 
 def zip_run(path) -> bytes:
     """The run folder as zip bytes (weights, config, metrics, arrays), without checkpoints."""
-    import io
+
 
     path = Path(path)
     buffer = io.BytesIO()
@@ -186,11 +187,17 @@ def zip_run(path) -> bytes:
     return buffer.getvalue()
 
 
-def load_run(path):
-    """Load a finished run as its method's Run class (e.g. DisentanglerRun)."""
-    record = RunRecord.read(path)
-    if record.method == "disentangle":
-        from .models.disentangler import DisentanglerRun
-
-        return DisentanglerRun.load(path)
-    raise ValueError(f"Unknown method {record.method!r} in {path}/run.json.")
+def listing_lines(records: list[RunRecord], folder=None) -> list[str]:
+    """One line per run (id, method, mode, data, status, created, reconstruction error): what
+    ``astrocore runs list`` prints and the Runs page shows."""
+    if not records:
+        return [f"no runs in {folder or 'runs'}/"]
+    lines = []
+    for record in records:
+        data = record.data.get("generator") or Path(record.data.get("path", "?")).name
+        mode = record.config.get("mode", "")
+        recon = record.metrics.get("recon_mse_test")
+        recon_text = f"recon_mse={recon:.3g}" if recon is not None else ""
+        lines.append(f"{record.id:<44} {record.method:<11} {mode:<5} {data:<8} {record.status:<9} {record.created}  "
+                     f"{recon_text}".rstrip())
+    return lines

@@ -11,10 +11,13 @@ import numpy as np
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from astrocore import app_logic as logic
-from astrocore import explore, plots
+from astrocore import embeddings
+from astrocore.app import common as app_common
+from astrocore.app import cutouts, explore, explore_export, explore_figures, explore_neighbours, plots
+from astrocore.app import spectra as app_spectra
+from astrocore.app import uploads
+from astrocore.app.widgets import clicks_through_selections, conditional_sliders
 from astrocore.data.dataset import DataError
-from astrocore.ui_components import clicks_through_selections, conditional_sliders
 
 if not st.session_state.get("astrocore_app"):
     # Opened by URL before app.py ever ran in this server (Streamlit's pages/-folder mode): run the app
@@ -32,7 +35,7 @@ CHART_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["autoScale2d"],
 # ============================================================================ cached resources
 @st.cache_resource(max_entries=4, show_spinner="Loading the model …")
 def get_run(path: str, stamp: float):
-    return logic.load_run(path)
+    return app_common.load_run(path)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the run's data (cached on disk after the first time) …")
@@ -52,14 +55,14 @@ def get_pca(path: str, stamp: float, representation: str):
 
 @st.cache_data(max_entries=8, show_spinner="Reading the spectrum …")
 def read_upload(path: str, stamp: float, name: str, payload: bytes, index: int):
-    return explore.read_upload(name, payload, get_run(path, stamp), index=index)
+    return explore_neighbours.read_upload(name, payload, get_run(path, stamp), index=index)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def get_cutouts(path: str, stamp: float, rows: tuple, mode: str, title: str, linked: str):
     data = get_data(path, stamp)
     names = [str(data.ids[r]) for r in rows]
-    return explore.cutout_grid_figure(data.images, data.bands, list(rows), names, mode=mode, title=title,
+    return cutouts.cutout_grid_figure(data.images, data.bands, list(rows), names, mode=mode, title=title,
                                       linked=linked)
 
 
@@ -77,35 +80,35 @@ st.caption("Project a run's latent z, its input spectra X or its encoder feature
            "lasso a group of stars and compare their spectra and labels with the rest, find the nearest neighbours "
            "of a star or of an uploaded spectrum, tag and export.")
 
-records = logic.finished_runs()
+records = app_common.finished_runs(method=None)  # any registered method
 if not records:
     st.info("No finished runs yet. The **Spectra** page trains a default model on its first visit; "
             "`astrocore train disentangle ...` adds runs from the command line.", icon=":material/info:")
     st.stop()
 by_id = {r.id: r for r in records}
 if st.session_state.get("explore_run") not in by_id:
-    st.session_state.explore_run = logic.choose_default_run(records).id
+    st.session_state.explore_run = app_common.choose_default_run(records).id
 
 top = st.columns([3, 4, 4])
-run_id = top[0].selectbox("Run", list(by_id), key="explore_run", format_func=lambda rid: logic.run_label(by_id[rid]))
+run_id = top[0].selectbox("Run", list(by_id), key="explore_run", format_func=lambda rid: app_common.run_label(by_id[rid]))
 record = by_id[run_id]
-stamp = logic.run_stamp(record)
+stamp = app_common.run_stamp(record)
 try:
     run = get_run(str(record.path), stamp)
     data = get_data(str(record.path), stamp)
-except (DataError, explore.ExploreError, OSError, ValueError, RuntimeError, KeyError) as error:
+except (DataError, embeddings.ProjectionError, OSError, ValueError, RuntimeError, KeyError) as error:
     st.error(f"The run {record.id} could not be opened for exploring: {error}", icon=":material/error:")
     st.stop()
-available = [r for r in explore.REPRESENTATIONS if r != "h" or data.feature_source is not None]
+available = data.available()
 if st.session_state.get("explore_rep") not in available:
     st.session_state.explore_rep = "z"
 representation = top[1].radio("Representation", available, key="explore_rep", horizontal=True,
-                              format_func=explore.REPRESENTATIONS.get,
+                              format_func=data.representations.get,
                               help="z: the model's latent vectors; X: the input spectra; h: the activations of the "
                                    "encoder's last hidden layer, or for the polynomial encoder the spectrum's principal components "
                                    "(computed from the model when first chosen).")
-method = top[2].radio("Projection", list(explore.METHODS), key="explore_method", horizontal=True,
-                      format_func=explore.METHODS.get,
+method = top[2].radio("Projection", list(embeddings.PROJECTION_METHODS), key="explore_method", horizontal=True,
+                      format_func=embeddings.PROJECTION_METHODS.get,
                       help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "
                            "the run folder per (representation, method, parameters).")
 
@@ -134,7 +137,7 @@ try:
         params = explore.projection_params(method, params)
         explore.check_projectable(len(data), method, params)
         coordinates = explore.read_projection(record.path, representation, method, params, seed)
-except explore.ExploreError as error:
+except embeddings.ProjectionError as error:
     st.error(str(error), icon=":material/error:")
     st.stop()
 
@@ -152,14 +155,14 @@ if coordinates is None:
                 return
             fraction = min(0.95, current["elapsed"] / max(expected, 1.0))
             row = st.columns([5, 1], vertical_alignment="center")
-            row[0].progress(fraction, text=f"Computing {explore.METHODS[method]} of {len(data):,} "
-                                           f"{explore.REPRESENTATIONS[representation]} vectors in the background … "
+            row[0].progress(fraction, text=f"Computing {embeddings.PROJECTION_METHODS[method]} of {len(data):,} "
+                                           f"{data.representations[representation]} vectors in the background … "
                                            f"{current['elapsed']:.0f} s (about {expected:.0f} s expected). "
                                            "You can leave the page; the result is kept in the run folder.")
             if row[1].button("Cancel", key="explore_cancel", icon=":material/cancel:", width="stretch"):
                 try:
                     explore.cancel_projection(record.path, representation, method, params, seed)
-                except explore.ExploreError as error:
+                except embeddings.ProjectionError as error:
                     st.error(str(error))
                 st.rerun()
         wait_for_projection()
@@ -171,10 +174,10 @@ if coordinates is None:
             if status.get("log"):
                 with st.expander("Last lines of the log"):
                     st.code(status["log"], language=None)
-        st.info(f"{explore.METHODS[method]} of {explore.REPRESENTATIONS[representation]} with "
+        st.info(f"{embeddings.PROJECTION_METHODS[method]} of {data.representations[representation]} with "
                 f"{', '.join(f'{k} = {v:g}' for k, v in params.items())} (seed {seed}) is not computed yet "
                 f"(about {expected:.0f} s for {len(data):,} objects on this machine).", icon=":material/hub:")
-        if st.button(f"Compute {explore.METHODS[method]} in the background", type="primary", icon=":material/hub:",
+        if st.button(f"Compute {embeddings.PROJECTION_METHODS[method]} in the background", type="primary", icon=":material/hub:",
                      key="explore_compute"):
             try:
                 explore.start_projection(record.path, representation, method, params, seed)
@@ -183,7 +186,7 @@ if coordinates is None:
             else:
                 st.rerun()
         with st.expander("The same on the command line"):
-            st.code(logic.cli_command_text(explore.embed_command(record.path, representation, method, params,
+            st.code(app_spectra.cli_command_text(explore.embed_command(record.path, representation, method, params,
                                                                  seed)), language="bash")
     st.stop()
 
@@ -221,8 +224,8 @@ def explorer() -> None:
     # before, so Streamlit sends a reference instead of the figure and the browser redraws nothing.
     base = json.dumps([selection_owner, representation, method, params, seed, colour, len(shown), pick], default=str)
     highlight, revision = explore.scatter_highlight(st.session_state, rows, base)
-    title = f"{explore.METHODS[method].split(' ')[0]} of {explore.REPRESENTATIONS[representation]} · {record.id}"
-    figure = explore.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
+    title = f"{embeddings.PROJECTION_METHODS[method].split(' ')[0]} of {data.representations[representation]} · {record.id}"
+    figure = explore_figures.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
                                       hover=get_hover(str(record.path), stamp), shown=shown,
                                       selected=highlight, marked=pick, title=title, revision=revision)
     clicks_through_selections()
@@ -246,14 +249,14 @@ def selection_views(rows: np.ndarray) -> None:
         tags_view(rows)
         return
     if data.spectra is not None:
-        st.plotly_chart(explore.selection_spectra_figure(data.wavelength, data.spectra, rows),
+        st.plotly_chart(explore_figures.selection_spectra_figure(data.wavelength, data.spectra, rows),
                         key="explore_spectra", config=plots.PLOTLY_CONFIG, theme=None)
     else:
         st.caption("The spectra of this run cannot be rebuilt, so only labels are compared.")
     try:
-        st.plotly_chart(explore.label_histograms_figure(data, rows), key="explore_hist",
+        st.plotly_chart(explore_figures.label_histograms_figure(data, rows), key="explore_hist",
                         config=plots.PLOTLY_CONFIG, theme=None)
-    except explore.ExploreError as error:
+    except embeddings.ProjectionError as error:
         st.caption(str(error))
     if data.images is not None:
         cutouts_view(rows)
@@ -264,7 +267,7 @@ def selection_views(rows: np.ndarray) -> None:
 
 
 def cutout_mode() -> str:
-    modes = explore.cutout_modes(data.bands)
+    modes = cutouts.cutout_modes(data.bands)
     if st.session_state.get("explore_cutout_mode") not in modes:
         st.session_state.explore_cutout_mode = "rgb"
     return st.session_state.explore_cutout_mode
@@ -272,22 +275,22 @@ def cutout_mode() -> str:
 
 def cutouts_view(rows: np.ndarray) -> None:
     """A grid of the selection's cutouts (a reproducible sample of them when there are many)."""
-    modes = explore.cutout_modes(data.bands)
+    modes = cutouts.cutout_modes(data.bands)
     cutout_mode()
     columns = st.columns([2, 3], vertical_alignment="bottom")
     columns[0].markdown(f"**Cutouts** ({', '.join(data.bands)})")
     columns[1].selectbox("Show", list(modes), key="explore_cutout_mode", format_func=modes.get,
                          label_visibility="collapsed")
     shown_rows = rows
-    if len(rows) > explore.MAX_CUTOUTS:
-        shown_rows = rows[explore.display_subset(len(rows), explore.MAX_CUTOUTS)]
-        st.caption(f"{explore.MAX_CUTOUTS} of the {len(rows):,} selected objects, chosen at random.")
+    if len(rows) > cutouts.MAX_CUTOUTS:
+        shown_rows = rows[explore.display_subset(len(rows), cutouts.MAX_CUTOUTS)]
+        st.caption(f"{cutouts.MAX_CUTOUTS} of the {len(rows):,} selected objects, chosen at random.")
     st.plotly_chart(get_cutouts(str(record.path), stamp, tuple(int(r) for r in shown_rows), cutout_mode(), "",
                                 "cutouts"), key="explore_cutouts", config=plots.PLOTLY_CONFIG, theme=None)
 
 
 def tags_view(rows: np.ndarray) -> None:
-    tags = explore.load_tags(record.path)
+    tags = explore_export.load_tags(record.path)
     with st.container(border=True):
         st.markdown("**Tag and export**")
         columns = st.columns([3, 1, 3], vertical_alignment="bottom")
@@ -295,30 +298,30 @@ def tags_view(rows: np.ndarray) -> None:
         if columns[1].button("Save tag", key="explore_tag_save", icon=":material/sell:", disabled=not len(rows),
                              width="stretch"):
             try:
-                explore.save_tag(record.path, name, data, rows)
+                explore_export.save_tag(record.path, name, data, rows)
                 st.toast(f"Saved the tag '{name.strip()}' ({len(rows)} objects) in {record.id}/tags.json")
-                tags = explore.load_tags(record.path)
-            except (explore.ExploreError, OSError) as error:
+                tags = explore_export.load_tags(record.path)
+            except (embeddings.ProjectionError, OSError) as error:
                 st.error(str(error), icon=":material/error:")
         if tags:
             chosen = columns[2].selectbox("Saved tags", list(tags), key="explore_tag_pick",
                                           format_func=lambda t: f"{t} ({len(tags[t]['ids'])} objects)")
             buttons = st.columns(4)
             if buttons[0].button("Select this tag", key="explore_tag_load", icon=":material/select:"):
-                st.session_state.explore_rows = explore.combine(rows, explore.tag_rows(data, tags[chosen]),
+                st.session_state.explore_rows = explore.combine(rows, explore_export.tag_rows(data, tags[chosen]),
                                                                 mode).tolist()
                 rerun_fragment()
             if buttons[1].button("Delete this tag", key="explore_tag_delete", icon=":material/delete:"):
-                explore.delete_tag(record.path, chosen)
+                explore_export.delete_tag(record.path, chosen)
                 rerun_fragment()
         if len(rows):
-            table = lambda: explore.selection_table(data, rows, coordinates, method, representation)
+            table = lambda: explore_export.selection_table(data, rows, coordinates, method, representation)
             stem = (name.strip() or "selection").replace(" ", "_").replace("/", "_")
             downloads = st.columns(3)
             for column, fmt in zip(downloads, explore.EXPORT_FORMATS):
                 mime, extension = explore.EXPORT_FORMATS[fmt]
                 column.download_button(f"{len(rows)} objects · {fmt.upper() if fmt != 'votable' else 'VOTable'}",
-                                       data=lambda fmt=fmt: explore.export_bytes(table(), fmt),
+                                       data=lambda fmt=fmt: explore_export.export_bytes(table(), fmt),
                                        file_name=f"{record.id}-{stem}.{extension}", mime=mime, on_click="ignore",
                                        icon=":material/download:", width="stretch", key=f"explore_export_{fmt}")
             st.caption("Each row: id, labels, split, reconstruction error, the two projection coordinates and the "
@@ -343,8 +346,8 @@ def neighbours_view() -> None:
     k = columns[1].number_input("k", 1, 50, 5, key="explore_nn_k")
     if columns[2].button("Find", key="explore_nn_find", icon=":material/search:", width="stretch"):
         try:
-            st.session_state.explore_pick = explore.find_object(data, typed)
-        except explore.ExploreError as error:
+            st.session_state.explore_pick = explore_neighbours.find_object(data, typed)
+        except embeddings.ProjectionError as error:
             st.error(str(error), icon=":material/error:")
     pick = st.session_state.get("explore_pick")
     if pick is None:
@@ -353,13 +356,13 @@ def neighbours_view() -> None:
     pick = int(pick)
     try:
         values = explore.representation_values(data, representation)
-        found, distances = explore.nearest_neighbours(values, pick, int(k))
-    except explore.ExploreError as error:
+        found, distances = explore_neighbours.nearest_neighbours(values, pick, int(k))
+    except embeddings.ProjectionError as error:
         st.error(str(error), icon=":material/error:")
         return
     described = str(get_hover(str(record.path), stamp)[pick]).replace(f"id {data.ids[pick]} · ", "")
     st.markdown(f"**{data.ids[pick]}** · {described} — its {len(found)} nearest neighbours in "
-                f"{explore.REPRESENTATIONS[representation]} (Euclidean distance)")
+                f"{data.representations[representation]} (Euclidean distance)")
     show_neighbours(data.spectra[pick] if data.spectra is not None else None, str(data.ids[pick]), found, distances,
                     query_row=pick)
     if getattr(run, "method", "") == "disentangle" and data.spectra is not None:
@@ -369,11 +372,11 @@ def neighbours_view() -> None:
 def show_neighbours(query, query_name: str, found, distances, query_row: int | None = None) -> None:
     """The neighbours' table, their spectra beside the query's and (with images) their cutouts."""
     left, right = st.columns([2, 3])
-    left.dataframe(explore.neighbours_table(data, found, distances), hide_index=True, width="stretch",
+    left.dataframe(explore_neighbours.neighbours_table(data, found, distances), hide_index=True, width="stretch",
                    column_config={"distance": st.column_config.NumberColumn(format="%.4g")})
     if data.spectra is not None and query is not None:
         names = [query_name] + [f"{data.ids[r]} (d = {d:.3g})" for r, d in zip(found, distances)]
-        right.plotly_chart(explore.neighbours_figure(data.wavelength, query, data.spectra, found, names),
+        right.plotly_chart(explore_figures.neighbours_figure(data.wavelength, query, data.spectra, found, names),
                            key="explore_nn_chart", config=plots.PLOTLY_CONFIG, theme=None)
     if data.images is not None:
         rows = ([query_row] if query_row is not None else []) + [int(r) for r in found]
@@ -390,9 +393,9 @@ def upload_neighbours_view() -> None:
         "A spectrum: an astrocore/APOGEE FITS file, a FITS or CSV table (one flux_<wavelength> column per pixel) "
         "or a .npz", key="explore_upload", on_change=lambda: st.session_state.pop("explore_upload_index", None),
         help=f"The first spectrum of the file is used (choose another below). Spectra on another wavelength grid "
-             f"are interpolated onto the run's when they cover it; up to {logic.MAX_UPLOAD_MB} MB.")
+             f"are interpolated onto the run's when they cover it; up to {app_common.MAX_UPLOAD_MB} MB.")
     k = columns[1].number_input("k", 1, 50, 5, key="explore_upload_k")
-    examples = sorted(p.name for p in logic.example_files() if not p.name.endswith(".zip"))
+    examples = sorted(p.name for p in uploads.example_files() if not p.name.endswith(".zip"))
     if upload is None:
         st.caption("Upload a spectrum to find the objects of this run that resemble it most"
                    + (f" (try {', '.join(f'`assets/{e}`' for e in examples)})." if examples else "."))
@@ -400,7 +403,7 @@ def upload_neighbours_view() -> None:
     index = int(st.session_state.get("explore_upload_index", 1)) - 1
     try:
         spectrum = read_upload(str(record.path), stamp, upload.name, upload.getvalue(), max(index, 0))
-    except explore.ExploreError as error:
+    except embeddings.ProjectionError as error:
         st.error(str(error), icon=":material/error:")
         return
     if spectrum.n_in_file > 1:
@@ -416,32 +419,32 @@ def upload_neighbours_view() -> None:
                                                           for n in spectrum.missing)
                     + ", which the encoder needs: enter them (the training-range centre to start with).")
         inputs = st.columns(len(spectrum.missing))
-        defaults = explore.conditional_defaults(run)
+        defaults = explore_neighbours.conditional_defaults(run)
         for column, name in zip(inputs, spectrum.missing):
             low, high = run.training_range[name]
             conditional[name] = column.number_input(explore.COLUMN_TITLES.get(name, name), value=float(defaults[name]),
                                                     key=f"explore_upload_cp_{name}",
                                                     help=f"Training range {low:g} – {high:g}.")
     try:
-        found, distances = explore.upload_neighbours(run, data, spectrum, representation, int(k), conditional)
-    except (explore.ExploreError, DataError) as error:
+        found, distances = explore_neighbours.upload_neighbours(run, data, spectrum, representation, int(k), conditional)
+    except (embeddings.ProjectionError, DataError) as error:
         st.error(str(error), icon=":material/error:")
         return
     st.markdown(f"The {len(found)} objects nearest to **{upload.name}** in "
-                f"{explore.REPRESENTATIONS[representation]} (Euclidean distance)")
+                f"{data.representations[representation]} (Euclidean distance)")
     show_neighbours(spectrum.flux, upload.name, found, distances)
 
 
 def decoder_view(pick: int) -> None:
     """The decoder beside the picked star: what would it look like at another Teff / log g?"""
     st.markdown(f"#### {data.ids[pick]} through the decoder")
-    own = explore.decoder_values(run, data, pick)
+    own = explore_neighbours.decoder_values(run, data, pick)
     controls, chart = st.columns([1, 3])
     values = conditional_sliders(run.training_range, own, key="explore_cp_", star=f"{selection_owner}#{pick}",
                                  controls=controls, warnings=chart)
     try:
-        original, generated, extrapolated = explore.generated_at(run, data, pick, values)
-    except (explore.ExploreError, DataError) as error:
+        original, generated, extrapolated = explore_neighbours.generated_at(run, data, pick, values)
+    except (embeddings.ProjectionError, DataError) as error:
         st.error(str(error))
         return
     with chart:

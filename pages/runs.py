@@ -4,8 +4,11 @@ UI only; the tables come from astrocore.app_logic and the run folders from astro
 """
 import streamlit as st
 
-from astrocore import app_logic as logic
-from astrocore import jobs, plots
+from astrocore import jobs
+from astrocore.app import common as app_common
+from astrocore.app import plots
+from astrocore.app import runs as app_runs
+from astrocore.app import spectra as app_spectra
 from astrocore.runs import delete_run, list_runs, runs_dir
 
 if not st.session_state.get("astrocore_app"):
@@ -30,7 +33,7 @@ if not records:
 
 by_id = {record.id: record for record in records}
 evaluations = {record.id: jobs.read_evaluation(record.path) for record in records}
-table = logic.runs_table(records, evaluations)
+table = app_runs.runs_table(records, evaluations)
 
 st.dataframe(
     table, hide_index=True, width="stretch", key="runs_table",
@@ -45,17 +48,17 @@ left, right = st.columns([1, 1])
 left.download_button("This table · CSV", table.to_csv(index=False).encode(), file_name="runs.csv", mime="text/csv",
                      on_click="ignore", icon=":material/download:")
 with right.expander("As printed by `astrocore runs list`"):
-    st.code(logic.runs_listing_text(folder), language=None)
+    st.code(app_runs.runs_listing_text(folder), language=None)
 
 # ---------------------------------------------------------------------------- compare
 st.subheader("Compare runs")
 finished = [r.id for r in records if r.status == "done"]
 chosen = st.multiselect("Runs", list(by_id), default=finished[:2], key="compare_runs",
-                        format_func=lambda rid: logic.run_label(by_id[rid]))
+                        format_func=lambda rid: app_common.run_label(by_id[rid]))
 if chosen:
     selected = [by_id[rid] for rid in chosen]
     only_diff = st.toggle("Only settings that differ", value=len(selected) > 1, key="only_diff")
-    diff = logic.config_diff(selected, only_differences=only_diff)
+    diff = app_runs.config_diff(selected, only_differences=only_diff)
     columns = st.columns(2)
     with columns[0]:
         st.markdown("**Configuration and data**")
@@ -65,14 +68,14 @@ if chosen:
             st.dataframe(diff, width="stretch")
     with columns[1]:
         st.markdown("**Metrics**")
-        metrics = logic.metrics_table(selected, evaluations)
+        metrics = app_runs.metrics_table(selected, evaluations)
         if metrics.empty:
             st.caption("No metrics yet (runs that are still training or failed).")
         else:
-            st.dataframe(logic.formatted(metrics, "{:.4g}"), width="stretch")
+            st.dataframe(app_spectra.formatted(metrics, "{:.4g}"), width="stretch")
     metric = st.radio("Loss curve", ["val_recon", "train_recon", "val_objective"], horizontal=True,
                       key="compare_metric", format_func=lambda m: m.replace("_", " "))
-    series = logic.compare_curves(selected, metric)
+    series = app_runs.compare_curves(selected, metric)
     if series:
         st.plotly_chart(plots.compare_losses_figure(series, metric.replace("_", " ")), key="compare_chart",
                         config=plots.PLOTLY_CONFIG, theme=None)
@@ -82,7 +85,7 @@ if chosen:
 
 # ---------------------------------------------------------------------------- one run
 st.subheader("One run")
-run_id = st.selectbox("Run", list(by_id), key="manage_run", format_func=lambda rid: logic.run_label(by_id[rid]))
+run_id = st.selectbox("Run", list(by_id), key="manage_run", format_func=lambda rid: app_common.run_label(by_id[rid]))
 record = by_id[run_id]
 status = jobs.job_status(record.path)
 info = st.columns([3, 2])
@@ -93,7 +96,7 @@ with info[0]:
         st.caption(record.message)
     st.json({"config": record.config, "data": record.data, "metrics": record.metrics}, expanded=1)
 with info[1]:
-    st.download_button("Download the run (zip)", data=lambda: logic.zip_bytes(record),
+    st.download_button("Download the run (zip)", data=lambda: app_runs.zip_bytes(record),
                        file_name=f"{record.id}.zip", mime="application/zip", on_click="ignore",
                        icon=":material/folder_zip:", width="stretch",
                        help="run.json, weights.safetensors, arrays.npz, logs and evaluation (no checkpoints).")

@@ -7,11 +7,14 @@ import json
 
 import streamlit as st
 
-from astrocore import app_logic as logic
-from astrocore import jobs, plots
+from astrocore import jobs
+from astrocore.app import common as app_common
+from astrocore.app import plots
+from astrocore.app import spectra as app_spectra
+from astrocore.app import uploads
+from astrocore.app.widgets import conditional_sliders
 from astrocore.data.dataset import LABEL_TITLES, DataError
 from astrocore.runs import runs_dir
-from astrocore.ui_components import conditional_sliders
 
 if not st.session_state.get("astrocore_app"):
     # Opened by URL before app.py ever ran in this server (Streamlit's pages/-folder mode): run the app
@@ -41,44 +44,44 @@ SHOW = ["Original", "Reconstruction", "Generated", "True"]
 # ============================================================================ cached resources
 @st.cache_resource(max_entries=6, show_spinner="Loading the model …")
 def get_run(path: str, stamp: float):
-    return logic.load_run(path)
+    return app_common.load_run(path)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Preparing the spectra (cached on disk after the first time) …")
 def get_dataset(source_json: str):
-    return logic.dataset_from_json(source_json)
+    return app_common.dataset_from_json(source_json)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_renderer(source_json: str):
-    return logic.renderer_from_json(source_json)
+    return app_common.renderer_from_json(source_json)
 
 
 @st.cache_data(max_entries=4000, show_spinner=False)
 def true_flux(source_json: str, index: int, values_json: str):
-    return logic.true_spectrum(get_renderer(source_json), get_dataset(source_json).labels, index,
+    return app_spectra.true_spectrum(get_renderer(source_json), get_dataset(source_json).labels, index,
                                json.loads(values_json))
 
 
 @st.cache_resource(max_entries=256, show_spinner=False)
 def star_latent(path: str, stamp: float, source_json: str, index: int):
-    return logic.encode_star(get_run(path, stamp), get_dataset(source_json), index)
+    return app_spectra.encode_star(get_run(path, stamp), get_dataset(source_json), index)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def latent_limits(path: str, stamp: float):
-    return logic.latent_ranges(get_run(path, stamp))
+    return app_spectra.latent_ranges(get_run(path, stamp))
 
 
 @st.cache_data(max_entries=16, show_spinner="Projecting with PCA …")
 def pca_coordinates(path: str, stamp: float, source_json: str, representation: str):
-    return logic.pca_coordinates(get_run(path, stamp), get_dataset(source_json), representation)
+    return app_spectra.pca_coordinates(get_run(path, stamp), get_dataset(source_json), representation)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def hover_texts(path: str, stamp: float, source_json: str):
     run, dataset = get_run(path, stamp), get_dataset(source_json)
-    return logic.hover_texts(dataset, logic.split_names(run, len(dataset)))
+    return app_spectra.hover_texts(dataset, app_spectra.split_names(run, len(dataset)))
 
 
 # ============================================================================ state helpers
@@ -123,7 +126,7 @@ def training_card(status: dict, epochs, allow_cancel: bool = True, key: str = ""
     run_id = status["run_id"]
     folder = runs_dir() / run_id
     if state in ("starting", "running", "cancelling"):
-        st.progress(status["fraction"], text=f"**{run_id}** · {state} · {logic.progress_text(status, epochs)}")
+        st.progress(status["fraction"], text=f"**{run_id}** · {state} · {app_common.progress_text(status, epochs)}")
         if allow_cancel and state != "cancelling":
             if st.button("Cancel training", key=f"cancel_{key}{run_id}", icon=":material/stop_circle:"):
                 jobs.cancel(folder)
@@ -137,7 +140,7 @@ def training_card(status: dict, epochs, allow_cancel: bool = True, key: str = ""
         if status.get("log"):
             with st.expander("Last lines of the training log"):
                 st.code(status["log"], language=None)
-    curves, chance = logic.job_loss_curves(folder)
+    curves, chance = app_common.job_loss_curves(folder)
     if curves:
         st.plotly_chart(plots.loss_figure(curves, chance, height=300), key=f"loss_{key}{run_id}",
                         config=plots.PLOTLY_CONFIG, theme=None)
@@ -185,8 +188,8 @@ st.title("Spectra")
 st.caption("Separate what Teff and log g do to a spectrum from what the star's chemistry does, then re-render "
            "any star at any Teff and log g through the decoder (GANDALF; Santoveña et al. 2024).")
 
-records = logic.finished_runs()
-default_settings = logic.default_model_settings()
+records = app_common.finished_runs()
+default_settings = app_common.default_model_settings()
 run = None
 record = None
 if not records:
@@ -194,21 +197,21 @@ if not records:
 else:
     by_id = {r.id: r for r in records}
     if st.session_state.get("model_id") not in by_id:
-        st.session_state.model_id = logic.choose_default_run(records).id
+        st.session_state.model_id = app_common.choose_default_run(records).id
     st.session_state.model_pick = st.session_state.model_id
     top = st.columns([3, 2])
     top[0].selectbox("Model", list(by_id), key="model_pick", on_change=on_model_change,
-                     format_func=lambda rid: logic.run_label(by_id[rid]),
+                     format_func=lambda rid: app_common.run_label(by_id[rid]),
                      help="Finished runs in the runs folder; the Train tab adds more.")
     record = by_id[st.session_state.model_id]
     config = record.config
     top[1].caption(
-        f"**{logic.MODE_TITLES.get(config.get('mode'), '?')}** conditioned on "
+        f"**{app_common.MODE_TITLES.get(config.get('mode'), '?')}** conditioned on "
         f"{', '.join(LABEL_TITLES.get(c, c) for c in config.get('conditional', []))} · latent {config.get('latent_dim')} "
         f"dims · {config.get('epochs')} epochs · trained {record.created[:16].replace('T', ' ')} UTC"
         + (f" in {record.metrics['train_seconds']:.0f} s" if 'train_seconds' in record.metrics else ""))
     try:
-        run = get_run(str(record.path), logic.run_stamp(record))
+        run = get_run(str(record.path), app_common.run_stamp(record))
     except Exception as error:  # a damaged run folder must not break the page
         st.error(f"The model {record.id} could not be loaded: {error}")
         run = None
@@ -221,7 +224,7 @@ def generate_tab() -> None:
     if run is None:
         st.info("The Generate view opens as soon as a model is ready.")
         return
-    own_json = logic.source_to_json(record.data)
+    own_json = app_common.source_to_json(record.data)
     loaded_json = st.session_state.get("data_source")
     star_source = "model"
     if loaded_json and loaded_json != own_json:
@@ -236,21 +239,21 @@ def generate_tab() -> None:
         st.error(f"The data could not be loaded: {error}")
         return
     if star_source == "loaded":
-        problem = logic.compatibility_error(dataset, run)
+        problem = uploads.compatibility_error(dataset, run)
         if problem:
             st.error(f"These spectra cannot go through this model: {problem}", icon=":material/block:")
             return
     own = star_source == "model"
     include_training = st.toggle("Include training stars", value=False, key="include_training",
                                  help="By default only held-out stars (never seen in training) are listed.") if own else True
-    choices = logic.star_choices(run, dataset, include_training=include_training, own_data=own)
+    choices = app_spectra.star_choices(run, dataset, include_training=include_training, own_data=own)
     if st.session_state.get("star_dataset") != source_json or st.session_state.get("star") is None:
         st.session_state.star_dataset = source_json
-        reset_star_state(logic.default_star(choices, dataset))
+        reset_star_state(app_spectra.default_star(choices, dataset))
     star = int(st.session_state.star)
     if star not in choices:
         choices = [star] + choices
-    split = logic.split_names(run, len(dataset)) if own else None
+    split = app_spectra.split_names(run, len(dataset)) if own else None
     st.session_state.star_pick = star
 
     def on_pick():
@@ -259,13 +262,13 @@ def generate_tab() -> None:
     pick_col, map_col = st.columns([3, 2])
     pick_col.selectbox(
         f"Star ({len(choices)} listed; type an id to search)", choices, key="star_pick", on_change=on_pick,
-        format_func=lambda i: logic.describe_object(dataset.labels, i) + (f" · {split[i]}" if split is not None else ""))
+        format_func=lambda i: app_common.describe_object(dataset.labels, i) + (f" · {split[i]}" if split is not None else ""))
     if own:
         with map_col.popover("Pick a star on the latent map", icon=":material/scatter_plot:"):
-            coordinates = pca_coordinates(str(record.path), logic.run_stamp(record), source_json, "z")
+            coordinates = pca_coordinates(str(record.path), app_common.run_stamp(record), source_json, "z")
             figure = plots.embedding_figure(coordinates, dataset.labels["teff"] if "teff" in dataset.labels.colnames
                                             else split, "teff", "pca",
-                                            hover=hover_texts(str(record.path), logic.run_stamp(record), source_json),
+                                            hover=hover_texts(str(record.path), app_common.run_stamp(record), source_json),
                                             selected=star, height=380, title="PCA of the latent z (click a star)")
             event = st.plotly_chart(figure, key="generate_map", on_select="rerun", selection_mode="points",
                                     config=plots.PLOTLY_CONFIG, theme=None)
@@ -284,7 +287,7 @@ def generate_tab() -> None:
     use_edit = options[2].toggle("Edit the latent z by hand", key="edit_latent",
                                  help="Like GANDALF's viewer: one slider per latent dimension, decoded at the Teff "
                                       "and log g of the sliders. Off: the star's own latent.")
-    generate_fragment(str(record.path), logic.run_stamp(record), source_json, star, zoom, tuple(shown or ()),
+    generate_fragment(str(record.path), app_common.run_stamp(record), source_json, star, zoom, tuple(shown or ()),
                       use_edit)
     grid_section(run, dataset, star)
 
@@ -295,7 +298,7 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
     """Only the sliders and what they redraw live here, so a slider move reruns as little as possible."""
     run = get_run(run_path, stamp)
     dataset = get_dataset(source_json)
-    star_values = logic.star_conditionals(run, dataset.labels, star)
+    star_values = app_spectra.star_conditionals(run, dataset.labels, star)
     controls, chart = st.columns([1, 3], gap="medium")
     values = conditional_sliders(run.training_range, star_values, key="cp_", star=f"{star}@{source_json}",
                                  controls=controls, warnings=chart)
@@ -321,7 +324,7 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
                                                                round(float(high[i]), 3), key=key, step=0.01,
                                                                format="%.2f"))
     base_latent = star_latent(run_path, stamp, source_json, star)
-    view = logic.star_view(run, dataset, star, values, latent=edited, base_latent=base_latent)
+    view = app_spectra.star_view(run, dataset, star, values, latent=edited, base_latent=base_latent)
     truth = None
     if get_renderer(source_json) is not None and "True" in (shown or []):
         truth = true_flux(source_json, star, json.dumps(values, sort_keys=True))
@@ -350,18 +353,18 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
         st.plotly_chart(figure, key="spectrum_chart", config=plots.PLOTLY_CONFIG, theme=None)
         notes = []
         if truth is not None:
-            notes.append(f"RMS(generated − true) = {logic.rms(view.generated, truth):.4f}")
-        notes.append(f"RMS(reconstruction − original) = {logic.rms(view.reconstruction, view.original):.4f}")
+            notes.append(f"RMS(generated − true) = {app_spectra.rms(view.generated, truth):.4f}")
+        notes.append(f"RMS(reconstruction − original) = {app_spectra.rms(view.reconstruction, view.original):.4f}")
         if get_renderer(source_json) is None:
             notes.append("no true spectrum: these data have no simulator behind them")
         st.caption(" · ".join(notes) + " (flux units)")
         downloads = st.columns(2)
-        stem = logic.export_name(run.id, f"star{star}-" + "-".join(f"{k}{v:g}" for k, v in values.items()), "")[:-1]
-        single = lambda: logic.single_spectrum_dataset(run, view, dataset)  # noqa: E731
-        downloads[0].download_button("Generated spectrum · FITS", data=lambda: logic.fits_bytes(single()),
+        stem = app_spectra.export_name(run.id, f"star{star}-" + "-".join(f"{k}{v:g}" for k, v in values.items()), "")[:-1]
+        single = lambda: app_spectra.single_spectrum_dataset(run, view, dataset)  # noqa: E731
+        downloads[0].download_button("Generated spectrum · FITS", data=lambda: app_spectra.fits_bytes(single()),
                                      file_name=f"{stem}.fits", mime="application/fits", on_click="ignore",
                                      icon=":material/download:", width="stretch")
-        downloads[1].download_button("Generated spectrum · CSV", data=lambda: logic.csv_bytes(single()),
+        downloads[1].download_button("Generated spectrum · CSV", data=lambda: app_spectra.csv_bytes(single()),
                                      file_name=f"{stem}.csv", mime="text/csv", on_click="ignore",
                                      icon=":material/download:", width="stretch")
 
@@ -369,7 +372,7 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
 def grid_section(run, dataset, star: int) -> None:
     """Outside the slider fragment (it does not change with every move): the star's own latent
     decoded over the training range; parameters that are not grid axes stay at the slider values."""
-    specs = logic.slider_specs(run.training_range)
+    specs = app_spectra.slider_specs(run.training_range)
     values = {spec.name: float(st.session_state.get(f"cp_{spec.name}", spec.train_low)) for spec in specs}
     edited = None
     with st.expander("A whole grid: this star over Teff × log g (download)"):
@@ -379,7 +382,7 @@ def grid_section(run, dataset, star: int) -> None:
         for column, spec in zip(columns, axes_specs):
             counts[spec.name] = column.number_input(f"Points in {spec.title}", 1, 60,
                                                     15 if spec.name == "teff" else 14, key=f"grid_n_{spec.name}")
-        axes = {spec.name: logic.grid_axis(spec, counts[spec.name]) for spec in axes_specs}
+        axes = {spec.name: app_spectra.grid_axis(spec, counts[spec.name]) for spec in axes_specs}
         fixed = {name: value for name, value in values.items() if name not in axes}
         total = 1
         for axis in axes.values():
@@ -388,19 +391,19 @@ def grid_section(run, dataset, star: int) -> None:
         st.caption("Axes span the training range: " + "; ".join(
             f"{LABEL_TITLES.get(n, n)} {a[0]:g} … {a[-1]:g} ({len(a)} values)" for n, a in axes.items())
             + (f"; fixed: {fixed}" if fixed else "") + ". Every spectrum carries its labels and the source star.")
-        make = lambda: logic.generate_grid(run, dataset, star, axes, fixed, latent=edited)  # noqa: E731
+        make = lambda: app_spectra.generate_grid(run, dataset, star, axes, fixed, latent=edited)  # noqa: E731
         buttons = st.columns(2)
-        buttons[0].download_button("Grid · FITS", data=lambda: logic.fits_bytes(make()),
-                                   file_name=logic.export_name(run.id, f"star{star}-grid", "fits"),
+        buttons[0].download_button("Grid · FITS", data=lambda: app_spectra.fits_bytes(make()),
+                                   file_name=app_spectra.export_name(run.id, f"star{star}-grid", "fits"),
                                    mime="application/fits", on_click="ignore", icon=":material/grid_on:",
                                    width="stretch")
-        buttons[1].download_button("Grid · CSV", data=lambda: logic.csv_bytes(make()),
-                                   file_name=logic.export_name(run.id, f"star{star}-grid", "csv"), mime="text/csv",
+        buttons[1].download_button("Grid · CSV", data=lambda: app_spectra.csv_bytes(make()),
+                                   file_name=app_spectra.export_name(run.id, f"star{star}-grid", "csv"), mime="text/csv",
                                    on_click="ignore", icon=":material/grid_on:", width="stretch")
         if "teff" in axes and st.toggle("Preview: the star along Teff at the current log g", key="grid_preview"):
             preview_axes = {"teff": axes["teff"]}
             preview_fixed = {k: v for k, v in values.items() if k != "teff"}
-            grid = logic.generate_grid(run, dataset, star, preview_axes, preview_fixed, latent=edited)
+            grid = app_spectra.generate_grid(run, dataset, star, preview_axes, preview_fixed, latent=edited)
             presets = plots.zoom_presets(run.wavelength)
             zoom = st.session_state.get("zoom", "Full range")
             st.plotly_chart(plots.grid_figure(run.wavelength, grid.spectra, grid.labels["teff"], "Teff [K]",
@@ -428,7 +431,7 @@ def data_tab() -> None:
                                         help="Random Teff 2600–8000 K, log g −0.5–5.5, [Fe/H], [α/Fe].")
             columns[2].caption(f"{n} spectra of 2400 pixels (8460–8700 Å, R = 11 500).")
         seed = columns[1].number_input("Seed", 0, 10**6, 0, key=f"seed_{generator}")
-        source = logic.simulator_source(generator, n, seed)
+        source = app_common.simulator_source(generator, n, seed)
     elif kind.startswith("Payne"):
         path = st.text_input("Path to an emulator .npz on this machine", key="payne_path",
                              placeholder="/path/to/nn_apogee_4label.npz")
@@ -442,39 +445,39 @@ def data_tab() -> None:
                            "un-normalised emulators are continuum-normalised.")
         try:
             if upload is not None:
-                stored = logic.store_payne_upload(upload.name, upload.getvalue())
-                source = logic.payne_source(stored, n_random, seed)
+                stored = uploads.store_payne_upload(upload.name, upload.getvalue())
+                source = app_common.payne_source(stored, n_random, seed)
             elif path.strip():
-                logic.check_payne(path.strip())
-                source = logic.payne_source(path.strip(), n_random, seed)
-        except logic.UploadError as error:
+                uploads.check_payne(path.strip())
+                source = app_common.payne_source(path.strip(), n_random, seed)
+        except uploads.UploadError as error:
             st.error(str(error), icon=":material/error:")
     else:
         upload = st.file_uploader("Upload spectra: an astrocore/APOGEE FITS file, a FITS or CSV table (one "
                                   "flux_<wavelength> column per pixel), a .npz, or a zipped GANDALF folder "
                                   "(X.npy, params.npy, ids.npy, axis_labels.npy, wavelength.npy)", key="spectra_upload")
         path = st.text_input("… or a path to a file or folder on this machine", key="spectra_path")
-        examples = sorted(p.name for p in logic.example_files())
+        examples = sorted(p.name for p in uploads.example_files())
         if examples:
             st.caption("Example files to try: " + ", ".join(f"`assets/{name}`" for name in examples))
         try:
             if upload is not None:
-                _, source = logic.load_uploaded_spectra(upload.name, upload.getvalue())
+                _, source = uploads.load_uploaded_spectra(upload.name, upload.getvalue())
             elif path.strip():
-                source = logic.local_spectra_source(path.strip())
-        except logic.UploadError as error:
+                source = uploads.local_spectra_source(path.strip())
+        except uploads.UploadError as error:
             st.error(str(error), icon=":material/error:")
             source = None
     if source is None:
         return
-    source_json = logic.source_to_json(source)
+    source_json = app_common.source_to_json(source)
     try:
         dataset = get_dataset(source_json)
     except (DataError, FileNotFoundError, OSError, ValueError) as error:
         st.error(f"These data could not be loaded: {error}", icon=":material/error:")
         return
     st.session_state.data_source = source_json
-    summary = logic.dataset_summary(dataset)
+    summary = app_common.dataset_summary(dataset)
     metrics = st.columns(4)
     metrics[0].metric("Spectra", f"{summary['n_objects']:,}")
     metrics[1].metric("Pixels", f"{summary['n_pixels']:,}")
@@ -482,16 +485,16 @@ def data_tab() -> None:
     metrics[3].metric("Chemical fingerprints" if summary["n_fingerprints"] else "Pixel step [Å]",
                       summary["n_fingerprints"] or f"{summary['pixel_step']:.3g}")
     left, right = st.columns([2, 3])
-    left.markdown(f"**Labels** · {logic.source_label(source)}")
+    left.markdown(f"**Labels** · {app_common.source_label(source)}")
     left.dataframe(summary["labels"], hide_index=True, width="stretch",
                    column_config={"min": st.column_config.NumberColumn(format="%.3g"),
                                   "max": st.column_config.NumberColumn(format="%.3g")})
-    index = logic.example_indices(dataset, 4)
-    names = [logic.describe_object(dataset.labels, i) for i in index]
+    index = app_common.example_indices(dataset, 4)
+    names = [app_common.describe_object(dataset.labels, i) for i in index]
     right.plotly_chart(plots.example_spectra_figure(dataset.wavelength, dataset.spectra[index], names),
                        key="examples_chart", config=plots.PLOTLY_CONFIG, theme=None)
-    if run is not None and source_json != logic.source_to_json(record.data):
-        problem = logic.compatibility_error(dataset, run)
+    if run is not None and source_json != app_common.source_to_json(record.data):
+        problem = uploads.compatibility_error(dataset, run)
         if problem:
             st.warning(f"The current model cannot encode these spectra: {problem}")
         else:
@@ -502,13 +505,13 @@ def data_tab() -> None:
 # ---------------------------------------------------------------------------- Train
 def train_tab() -> None:
     source_json = st.session_state.get("data_source") or (
-        logic.source_to_json(record.data) if record is not None and record.data.get("kind") in ("simulator", "file")
-        else logic.source_to_json(logic.simulator_source(default_settings["data"], default_settings["n_stars"], 0)))
+        app_common.source_to_json(record.data) if record is not None and record.data.get("kind") in ("simulator", "file")
+        else app_common.source_to_json(app_common.simulator_source(default_settings["data"], default_settings["n_stars"], 0)))
     source = json.loads(source_json)
-    st.markdown(f"**Training data:** {logic.source_label(source)} (change it in the **Data** tab).")
+    st.markdown(f"**Training data:** {app_common.source_label(source)} (change it in the **Data** tab).")
     try:
         dataset = get_dataset(source_json)
-        available = [n for n in logic.STANDARD_LABELS if n in dataset.labels.colnames]
+        available = [n for n in app_common.STANDARD_LABELS if n in dataset.labels.colnames]
     except (DataError, FileNotFoundError, OSError, ValueError) as error:
         st.error(f"These data could not be loaded: {error}")
         return
@@ -569,7 +572,7 @@ def train_tab() -> None:
                                           icon=":material/play_arrow:")
     if submitted:
         try:
-            parsed = logic.parse_lambdas(lambdas, conditional) if lambdas.strip() else None
+            parsed = app_spectra.parse_lambdas(lambdas, conditional) if lambdas.strip() else None
             if not conditional:
                 raise ValueError("Choose at least one conditional parameter (e.g. Teff and log g).")
             overrides = {"latent_dim": int(latent)} if latent else {}
@@ -584,13 +587,13 @@ def train_tab() -> None:
             if encoder:
                 overrides["encoder"] = encoder
             if noise_snr:
-                overrides["input_noise"] = logic.input_noise_for_snr(noise_snr)
+                overrides["input_noise"] = app_spectra.input_noise_for_snr(noise_snr)
             if twin_codes is not None:
                 overrides["twin_code_steps"] = int(twin_codes)
-            logic.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
+            app_spectra.validate_training(mode, conditional, preset, parsed, epochs or None, overrides)
             if parsed is not None:
                 overrides["lambdas"] = list(parsed)
-            arguments = logic.cli_data_arguments(source)
+            arguments = app_common.cli_data_arguments(source)
             run_id = jobs.start_training(**arguments, mode=mode, conditional=tuple(conditional), preset=preset,
                                          epochs=epochs or None, seed=int(seed), overrides=overrides)
             watch(run_id)
@@ -631,7 +634,7 @@ def jobs_panel() -> None:
             for status in statuses[:5]:
                 command = next((s.get("command") for s in statuses if s["run_id"] == status["run_id"]), None)
                 if command:
-                    st.code(logic.cli_command_text(command), language="bash")
+                    st.code(app_spectra.cli_command_text(command), language="bash")
 
     panel()
 
@@ -647,12 +650,12 @@ def evaluate_tab() -> None:
     if run is None:
         st.info("Evaluation needs a trained model.")
         return
-    all_records = logic.finished_runs()
+    all_records = app_common.finished_runs()
     by_id = {r.id: r for r in all_records}
     same = [r.id for r in all_records if r.data == record.data and r.config.get("conditional") == record.config.get(
         "conditional")]
     chosen = st.multiselect("Runs to compare (same data and conditional parameters make a fair table)", list(by_id),
-                            default=same[:4], key="eval_runs", format_func=lambda rid: logic.run_label(by_id[rid]))
+                            default=same[:4], key="eval_runs", format_func=lambda rid: app_common.run_label(by_id[rid]))
     if not chosen:
         return
     statuses = {rid: jobs.job_status(by_id[rid].path, "evaluate") for rid in chosen}
@@ -687,18 +690,18 @@ def evaluate_tab() -> None:
             return
         knn = st.toggle("k-NN probe instead of MLP", key="eval_knn",
                         help="The paper uses an MLP; a k-NN probe is a second opinion.")
-        table = logic.r2_comparison(evaluated, "r2_knn" if knn else "r2")
+        table = app_spectra.r2_comparison(evaluated, "r2_knn" if knn else "r2")
         st.markdown("#### R² of predicting each label — this app vs. Santoveña et al. (2024)")
         st.caption("Lower is better for the conditioned labels (the latent should not know them), higher for the "
                    "others (the latent should keep the chemistry). 'paper' columns are the published numbers for the "
                    "comparable grid; they are blank when the paper has no such grid. A '–' in this app's "
                    "columns: the label does not vary among the held-out stars (e.g. one chemistry), so it has "
                    "no R².")
-        st.dataframe(logic.formatted(table), width="stretch")
+        st.dataframe(app_spectra.formatted(table), width="stretch")
         st.plotly_chart(plots.r2_figure(table), key="r2_chart", config=plots.PLOTLY_CONFIG, theme=None)
         st.download_button("R² table · CSV", table.to_csv().encode(), file_name="r2_comparison.csv",
                            mime="text/csv", on_click="ignore")
-        twins = logic.twins_table(evaluated)
+        twins = app_spectra.twins_table(evaluated)
         if not twins.empty:
             st.markdown("#### Chemical twins")
             st.caption("Fraction of each held-out star's 10 nearest neighbours (at other Teff/log g) that share its "
@@ -706,8 +709,8 @@ def evaluate_tab() -> None:
                        "different Teff and log g.")
             st.dataframe(twins, hide_index=True, column_config={
                 "twins top-10": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")})
-        st.dataframe(logic.evaluation_metrics_table(evaluated), hide_index=True, width="stretch")
-        by_parameter = logic.recon_by_parameter_table(evaluated)
+        st.dataframe(app_spectra.evaluation_metrics_table(evaluated), hide_index=True, width="stretch")
+        by_parameter = app_spectra.recon_by_parameter_table(evaluated)
         if not by_parameter.empty:
             title = LABEL_TITLES.get(by_parameter["parameter"].iloc[0], by_parameter["parameter"].iloc[0])
             st.markdown(f"#### Reconstruction error across {title}")
@@ -724,20 +727,20 @@ def evaluate_tab() -> None:
 
 def embedding_section() -> None:
     st.markdown("#### Embeddings of X and z")
-    source_json = logic.source_to_json(record.data)
+    source_json = app_common.source_to_json(record.data)
     dataset = get_dataset(source_json)
     columns = st.columns(3)
-    representation = columns[0].radio("Representation", list(logic.REPRESENTATIONS), key="emb_rep",
-                                      format_func=logic.REPRESENTATIONS.get, horizontal=True)
-    method = columns[1].radio("Method", list(logic.EMBEDDING_METHODS), key="emb_method",
-                              format_func=logic.EMBEDDING_METHODS.get, horizontal=True)
-    colour = columns[2].selectbox("Colour by", logic.colour_options(dataset), key="emb_colour",
+    representation = columns[0].radio("Representation", list(app_spectra.REPRESENTATIONS), key="emb_rep",
+                                      format_func=app_spectra.REPRESENTATIONS.get, horizontal=True)
+    method = columns[1].radio("Method", list(app_spectra.EMBEDDING_METHODS), key="emb_method",
+                              format_func=app_spectra.EMBEDDING_METHODS.get, horizontal=True)
+    colour = columns[2].selectbox("Colour by", app_spectra.colour_options(dataset), key="emb_colour",
                                   format_func=lambda n: LABEL_TITLES.get(n, n))
-    stamp = logic.run_stamp(record)
+    stamp = app_common.run_stamp(record)
     if method == "pca":
         coordinates = pca_coordinates(str(record.path), stamp, source_json, representation)
     else:
-        coordinates = logic.read_embedding(record.path, representation, method)
+        coordinates = app_spectra.read_embedding(record.path, representation, method)
         name = f"embed-{representation}-{method}"
         status = jobs.job_status(record.path, name)
         if coordinates is None:
@@ -747,31 +750,31 @@ def embedding_section() -> None:
                     current = jobs.job_status(record.path, name)
                     if current["state"] != "running":
                         st.rerun()
-                    st.progress(0.5, text=f"Computing {logic.EMBEDDING_METHODS[method]} of "
-                                          f"{logic.REPRESENTATIONS[representation]} … {current['elapsed']:.0f} s")
+                    st.progress(0.5, text=f"Computing {app_spectra.EMBEDDING_METHODS[method]} of "
+                                          f"{app_spectra.REPRESENTATIONS[representation]} … {current['elapsed']:.0f} s")
                 wait_embedding()
                 return
             if status["state"] == "failed":
                 st.error(f"The embedding failed: {status['message']}")
-            if st.button(f"Compute {logic.EMBEDDING_METHODS[method]} in the background", icon=":material/hub:",
+            if st.button(f"Compute {app_spectra.EMBEDDING_METHODS[method]} in the background", icon=":material/hub:",
                          help="Cached in the run folder; openTSNE keeps the best of its runs."):
                 jobs.start_embedding(record.path, representation, method)
                 st.rerun()
             return
-    split = logic.split_names(run, len(dataset))
+    split = app_spectra.split_names(run, len(dataset))
     values = split if colour == "split" else dataset.labels[colour]
     figure = plots.embedding_figure(coordinates, values, colour, method,
                                     hover=hover_texts(str(record.path), stamp, source_json),
                                     selected=st.session_state.get("star"), categorical=colour in ("split",),
-                                    title=f"{logic.EMBEDDING_METHODS[method].split(' ')[0]} of "
-                                          f"{logic.REPRESENTATIONS[representation]}")
+                                    title=f"{app_spectra.EMBEDDING_METHODS[method].split(' ')[0]} of "
+                                          f"{app_spectra.REPRESENTATIONS[representation]}")
     event = st.plotly_chart(figure, key="embedding_chart", on_select="rerun", selection_mode="points",
                             config=plots.PLOTLY_CONFIG, theme=None)
     picked = clicked_star(event, "embedding_chart")
     if picked is not None and picked != st.session_state.get("star"):
         reset_star_state(picked)
         st.session_state.star_dataset = source_json
-        st.toast(f"Selected {logic.describe_object(dataset.labels, picked)} — open **Generate** to slide it.")
+        st.toast(f"Selected {app_common.describe_object(dataset.labels, picked)} — open **Generate** to slide it.")
     st.caption("Click a point to select that star for the Generate tab.")
 
 

@@ -6,14 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-
-from astrocore import app_logic as logic
-from astrocore import plots
-from astrocore.data.dataset import Dataset
-from astrocore.models.disentangler import DisentanglerConfig, fit
-from astrocore.runs import RunRecord
-
 from conftest import toy_spectra
+
+from astrocore.app import common as app_common
+from astrocore.app import plots
+from astrocore.app import runs as app_runs
+from astrocore.app import spectra as app_spectra
+from astrocore.app import uploads
+from astrocore.data.dataset import Dataset
+from astrocore.methods.disentangle import DisentanglerConfig, fit
+from astrocore.runs import RunRecord
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -32,9 +34,9 @@ def toy_run(tmp_path_factory):
 def test_default_model_settings_follow_environment(monkeypatch):
     monkeypatch.setenv("ASTROCORE_DEFAULT_EPOCHS", "3")
     monkeypatch.setenv("ASTROCORE_DEFAULT_NSTARS", "5")
-    settings = logic.default_model_settings()
+    settings = app_common.default_model_settings()
     assert settings["epochs"] == 3 and settings["n_stars"] == 5
-    assert settings["run_id"].startswith(logic.DEFAULT_RUN_PREFIX)
+    assert settings["run_id"].startswith(app_common.DEFAULT_RUN_PREFIX)
     assert settings["mode"] == "mdat" and settings["conditional"] == ("teff", "logg")
 
 
@@ -50,47 +52,47 @@ def test_choose_default_run_prefers_finished_default_runs(tmp_path):
         _record(tmp_path, "default-apogee-mdat", created="2025-01-01T00:00:00+00:00"),
         _record(tmp_path, "default-failed", status="failed", created="2025-04-01T00:00:00+00:00"),
     ]
-    assert logic.choose_default_run(records).id == "default-apogee-mdat"
-    assert logic.choose_default_run(records[:1]).id == "disentangle-newer"
-    assert logic.choose_default_run(records[2:]) is None
-    assert logic.choose_default_run([]) is None
+    assert app_common.choose_default_run(records).id == "default-apogee-mdat"
+    assert app_common.choose_default_run(records[:1]).id == "disentangle-newer"
+    assert app_common.choose_default_run(records[2:]) is None
+    assert app_common.choose_default_run([]) is None
 
 
 def test_source_labels_and_cli_arguments():
-    apogee = logic.simulator_source("apogee", 20, 3)
-    assert "APOGEE-like, 20 fingerprints, seed 3" == logic.source_label(apogee)
-    assert logic.cli_data_arguments(apogee) == {"data": "apogee", "n_stars": 20, "data_seed": 3}
-    rvs = logic.simulator_source("rvs", 500)
-    assert logic.cli_data_arguments(rvs)["data"] == "rvs"
-    assert logic.cli_data_arguments(logic.file_source("/tmp/x.fits"))["data"] == "/tmp/x.fits"
+    apogee = app_common.simulator_source("apogee", 20, 3)
+    assert "APOGEE-like, 20 fingerprints, seed 3" == app_common.source_label(apogee)
+    assert app_common.cli_data_arguments(apogee) == {"data": "apogee", "n_stars": 20, "data_seed": 3}
+    rvs = app_common.simulator_source("rvs", 500)
+    assert app_common.cli_data_arguments(rvs)["data"] == "rvs"
+    assert app_common.cli_data_arguments(app_common.file_source("/tmp/x.fits"))["data"] == "/tmp/x.fits"
     with pytest.raises(ValueError):
-        logic.simulator_source("hst", 3)
+        app_common.simulator_source("hst", 3)
 
 
 # ---------------------------------------------------------------------------- sliders and generation
 def test_slider_specs_extend_training_range_and_snap():
-    specs = {s.name: s for s in logic.slider_specs({"teff": (3200.0, 6000.0), "logg": (0.0, 2.6)})}
+    specs = {s.name: s for s in app_spectra.slider_specs({"teff": (3200.0, 6000.0), "logg": (0.0, 2.6)})}
     teff, logg = specs["teff"], specs["logg"]
     assert teff.low < 3200 and teff.high > 6000 and teff.step == 10
     assert teff.title == "Teff [K]" and logg.title == "log g [dex]"
     assert logg.low >= -1.0
-    assert logic.snap(4567.0, teff) == 4570.0
-    assert logic.snap(1e6, teff) == teff.high
-    assert logic.extrapolation_message({"teff": 4500.0, "logg": 1.0}, {"teff": (3200, 6000), "logg": (0, 2.6)}) == ""
-    message = logic.extrapolation_message({"teff": 6500.0, "logg": 1.0}, {"teff": (3200, 6000), "logg": (0, 2.6)})
+    assert app_spectra.snap(4567.0, teff) == 4570.0
+    assert app_spectra.snap(1e6, teff) == teff.high
+    assert app_spectra.extrapolation_message({"teff": 4500.0, "logg": 1.0}, {"teff": (3200, 6000), "logg": (0, 2.6)}) == ""
+    message = app_spectra.extrapolation_message({"teff": 6500.0, "logg": 1.0}, {"teff": (3200, 6000), "logg": (0, 2.6)})
     assert "Teff" in message and "6500" in message and "3200" in message
 
 
 def test_star_view_reproduces_reconstruction_at_own_values(toy_run):
     run, dataset = toy_run
     index = 5
-    values = logic.star_conditionals(run, dataset.labels, index)
-    view = logic.star_view(run, dataset, index, values)
+    values = app_spectra.star_conditionals(run, dataset.labels, index)
+    view = app_spectra.star_view(run, dataset, index, values)
     np.testing.assert_allclose(view.generated, view.reconstruction, atol=1e-5)
     assert not view.extrapolation and view.true is None
-    moved = logic.star_view(run, dataset, index, {**values, "teff": 9000.0})
+    moved = app_spectra.star_view(run, dataset, index, {**values, "teff": 9000.0})
     assert moved.extrapolation
-    assert logic.rms(moved.generated, view.generated) > 0
+    assert app_spectra.rms(moved.generated, view.generated) > 0
 
 
 def test_true_spectrum_uses_the_renderer_with_moved_labels(toy_run):
@@ -101,38 +103,38 @@ def test_true_spectrum_uses_the_renderer_with_moved_labels(toy_run):
         seen["teff"] = float(table["teff"][0])
         return np.ones((1, dataset.n_pixels))
 
-    flux = logic.true_spectrum(render, dataset.labels, 3, {"teff": 4321.0})
+    flux = app_spectra.true_spectrum(render, dataset.labels, 3, {"teff": 4321.0})
     assert seen["teff"] == 4321.0 and flux.shape == (dataset.n_pixels,)
-    assert logic.true_spectrum(None, dataset.labels, 3, {"teff": 1.0}) is None
+    assert app_spectra.true_spectrum(None, dataset.labels, 3, {"teff": 1.0}) is None
 
     def broken(table):
         raise ValueError("cannot")
 
-    assert logic.true_spectrum(broken, dataset.labels, 3, {"teff": 4321.0}) is None
+    assert app_spectra.true_spectrum(broken, dataset.labels, 3, {"teff": 4321.0}) is None
 
 
 def test_star_choices_list_held_out_stars_first(toy_run):
     run, dataset = toy_run
     split = run.arrays()["split"]
-    held_out = logic.star_choices(run, dataset)
+    held_out = app_spectra.star_choices(run, dataset)
     assert set(held_out) == set(np.flatnonzero(split == 2))
-    everything = logic.star_choices(run, dataset, include_training=True)
+    everything = app_spectra.star_choices(run, dataset, include_training=True)
     assert len(everything) == len(dataset) and everything[:len(held_out)] == held_out
-    assert logic.default_star(held_out, dataset) in held_out
+    assert app_spectra.default_star(held_out, dataset) in held_out
 
 
 def test_generate_grid_and_exports_round_trip(toy_run, tmp_path):
     run, dataset = toy_run
-    specs = {s.name: s for s in logic.slider_specs(run.training_range)}
-    axes = {"teff": logic.grid_axis(specs["teff"], 4), "logg": logic.grid_axis(specs["logg"], 3)}
-    grid = logic.generate_grid(run, dataset, 7, axes)
+    specs = {s.name: s for s in app_spectra.slider_specs(run.training_range)}
+    axes = {"teff": app_spectra.grid_axis(specs["teff"], 4), "logg": app_spectra.grid_axis(specs["logg"], 3)}
+    grid = app_spectra.generate_grid(run, dataset, 7, axes)
     assert grid.spectra.shape == (12, dataset.n_pixels)
     assert set(np.unique(grid.labels["teff"])) == set(axes["teff"])
     assert not np.any(grid.labels["extrapolation"])
     assert grid.provenance["run"] == run.id
 
     path = tmp_path / "grid.fits"
-    path.write_bytes(logic.fits_bytes(grid))
+    path.write_bytes(app_spectra.fits_bytes(grid))
     back = Dataset.load(path)
     np.testing.assert_allclose(back.spectra, grid.spectra)
     np.testing.assert_allclose(back.wavelength, dataset.wavelength)
@@ -142,62 +144,62 @@ def test_generate_grid_and_exports_round_trip(toy_run, tmp_path):
     from astrocore.data.readers import read_spectra
 
     csv = tmp_path / "grid.csv"
-    csv.write_bytes(logic.csv_bytes(grid))
+    csv.write_bytes(app_spectra.csv_bytes(grid))
     table = read_spectra(csv)
     np.testing.assert_allclose(table.spectra, grid.spectra, atol=1e-5)
     np.testing.assert_allclose(table.wavelength, dataset.wavelength)
 
-    view = logic.star_view(run, dataset, 7, {"teff": 4400.0, "logg": 2.0})
-    single = logic.single_spectrum_dataset(run, view, dataset)
+    view = app_spectra.star_view(run, dataset, 7, {"teff": 4400.0, "logg": 2.0})
+    single = app_spectra.single_spectrum_dataset(run, view, dataset)
     assert single.spectra.shape == (1, dataset.n_pixels) and single.labels["teff"][0] == 4400.0
-    assert logic.export_name("run/1", "star 7", "fits") == "run_1-star_7.fits"
+    assert app_spectra.export_name("run/1", "star 7", "fits") == "run_1-star_7.fits"
 
 
 def test_latent_ranges_and_pca(toy_run):
     run, dataset = toy_run
-    low, high = logic.latent_ranges(run)
+    low, high = app_spectra.latent_ranges(run)
     latent = run.arrays()["latent"]
     assert np.all(low < latent.min(axis=0)) and np.all(high > latent.max(axis=0))
-    coordinates = logic.pca_coordinates(run, dataset, "z")
+    coordinates = app_spectra.pca_coordinates(run, dataset, "z")
     assert coordinates.shape == (len(dataset), 2)
-    assert "split" in logic.colour_options(dataset) and logic.colour_options(dataset)[0] == "teff"
-    assert len(logic.hover_texts(dataset)) == len(dataset)
+    assert "split" in app_spectra.colour_options(dataset) and app_spectra.colour_options(dataset)[0] == "teff"
+    assert len(app_spectra.hover_texts(dataset)) == len(dataset)
 
 
 # ---------------------------------------------------------------------------- uploads
 def test_validate_upload_reasons():
-    with pytest.raises(logic.UploadError, match="not accepted"):
-        logic.validate_upload("notes.pdf", 10)
-    with pytest.raises(logic.UploadError, match="empty"):
-        logic.validate_upload("spectra.fits", 0)
-    with pytest.raises(logic.UploadError, match="limit is 1 MB"):
-        logic.validate_upload("spectra.fits", 3 * 1024 * 1024, max_mb=1)
-    assert logic.validate_upload("a.fits.gz", 10) == ".fits.gz"
-    assert logic.validate_upload("folder.zip", 10) == ".zip"
+    with pytest.raises(uploads.UploadError, match="not accepted"):
+        uploads.validate_upload("notes.pdf", 10)
+    with pytest.raises(uploads.UploadError, match="empty"):
+        uploads.validate_upload("spectra.fits", 0)
+    with pytest.raises(uploads.UploadError, match="limit is 1 MB"):
+        uploads.validate_upload("spectra.fits", 3 * 1024 * 1024, max_mb=1)
+    assert uploads.validate_upload("a.fits.gz", 10) == ".fits.gz"
+    assert uploads.validate_upload("folder.zip", 10) == ".zip"
 
 
 def test_unreadable_uploads_give_messages_not_tracebacks():
-    with pytest.raises(logic.UploadError) as error:
-        logic.load_uploaded_spectra("broken.fits", b"this is not a FITS file at all" * 10)
+    with pytest.raises(uploads.UploadError) as error:
+        uploads.load_uploaded_spectra("broken.fits", b"this is not a FITS file at all" * 10)
     assert "broken.fits" in str(error.value) and "FITS" in str(error.value)
-    with pytest.raises(logic.UploadError, match="zip"):
-        logic.load_uploaded_spectra("folder.zip", b"PK-not-really-a-zip")
-    with pytest.raises(logic.UploadError, match="GANDALF"):
+    with pytest.raises(uploads.UploadError, match="zip"):
+        uploads.load_uploaded_spectra("folder.zip", b"PK-not-really-a-zip")
+    with pytest.raises(uploads.UploadError, match="GANDALF"):
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             archive.writestr("readme.txt", "nothing here")
-        logic.load_uploaded_spectra("empty.zip", buffer.getvalue())
-    with pytest.raises(logic.UploadError, match="unsafe"):
+        uploads.load_uploaded_spectra("empty.zip", buffer.getvalue())
+    with pytest.raises(uploads.UploadError, match="unsafe"):
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             archive.writestr("../evil/X.npy", b"x")
-        logic.load_uploaded_spectra("evil.zip", buffer.getvalue())
-    with pytest.raises(logic.UploadError):
-        logic.load_uploaded_spectra("table.csv", b"a,b\n1,2\n")
-    with pytest.raises(logic.UploadError, match="no such file"):
-        logic.local_spectra_source("/nonexistent/spectra.fits")
-    with pytest.raises(logic.UploadError, match="Payne"):
-        logic.store_payne_upload("weights.npz", b"not an npz")
+        uploads.load_uploaded_spectra("evil.zip", buffer.getvalue())
+    with pytest.raises(uploads.UploadError):
+        uploads.load_uploaded_spectra("table.csv", b"a,b\n1,2\n")
+    with pytest.raises(uploads.UploadError, match="no such file"):
+        uploads.local_spectra_source("/nonexistent/spectra.fits")
+    with pytest.raises(uploads.UploadError, match="Payne"):
+        uploads.store_payne_upload("weights.npz", b"not an npz")
 
 
 @pytest.mark.parametrize("name", ["example_rvs_spectra.csv", "example_gandalf_rvs.zip",
@@ -206,36 +208,36 @@ def test_example_files_load(name):
     path = ASSETS / name
     if not path.exists():
         pytest.skip(f"{path} missing (run python assets/make_assets.py)")
-    dataset, source = logic.load_uploaded_spectra(name, path.read_bytes())
+    dataset, source = uploads.load_uploaded_spectra(name, path.read_bytes())
     assert len(dataset) >= 4 and {"teff", "logg"} <= set(dataset.labels.colnames)
     assert source["kind"] == "file"
-    summary = logic.dataset_summary(dataset)
+    summary = app_common.dataset_summary(dataset)
     assert summary["n_objects"] == len(dataset) and not summary["labels"].empty
 
 
 def test_wavelength_mismatch_is_a_readable_message(toy_run):
     run, dataset = toy_run
-    assert logic.compatibility_error(dataset, run) is None
+    assert uploads.compatibility_error(dataset, run) is None
     other = Dataset(dataset.spectra[:, :100], dataset.wavelength[:100], dataset.labels)
-    message = logic.compatibility_error(other, run)
+    message = uploads.compatibility_error(other, run)
     assert message and "pixels" in message and "model expects" in message
     no_labels = Dataset(dataset.spectra, dataset.wavelength, dataset.labels["id", "feh"])
-    assert "teff" in logic.compatibility_error(no_labels, run)
+    assert "teff" in uploads.compatibility_error(no_labels, run)
 
 
 # ---------------------------------------------------------------------------- training options
 def test_parse_lambdas_and_validation():
-    assert logic.parse_lambdas("0.05", ("teff", "logg")) == (0.05,)
-    assert logic.parse_lambdas("0.05, 0.02", ("teff", "logg")) == (0.05, 0.02)
+    assert app_spectra.parse_lambdas("0.05", ("teff", "logg")) == (0.05,)
+    assert app_spectra.parse_lambdas("0.05, 0.02", ("teff", "logg")) == (0.05, 0.02)
     with pytest.raises(ValueError, match="one per conditional"):
-        logic.parse_lambdas("1 2 3", ("teff", "logg"))
+        app_spectra.parse_lambdas("1 2 3", ("teff", "logg"))
     with pytest.raises(ValueError, match="numbers"):
-        logic.parse_lambdas("big", ("teff",))
-    config = logic.validate_training("at", ["teff"], "fast", (0.1,), 3, {"latent_dim": 5})
+        app_spectra.parse_lambdas("big", ("teff",))
+    config = app_spectra.validate_training("at", ["teff"], "fast", (0.1,), 3, {"latent_dim": 5})
     assert config.mode == "at" and config.epochs == 3 and config.latent_dim == 5
     with pytest.raises(ValueError):
-        logic.validate_training("xyz", ["teff"], "fast", None, None)
-    text = logic.cli_command_text(["/usr/bin/python3", "-m", "astrocore", "train", "disentangle", "--set",
+        app_spectra.validate_training("xyz", ["teff"], "fast", None, None)
+    text = app_spectra.cli_command_text(["/usr/bin/python3", "-m", "astrocore", "train", "disentangle", "--set",
                                    "lambdas=[0.1]"])
     assert text.startswith("astrocore train disentangle") and "'lambdas=[0.1]'" in text
 
@@ -247,7 +249,7 @@ def test_loss_curves_from_progress_rows():
         {"step": 30, "total": 40, "metrics": {"epoch": 1, "recon": 0.3, "adv_teff": 0.97, "adv_logg": 0.9}},
         {"step": 40, "total": 40, "metrics": {"epoch": 1, "train_recon": 0.3, "val_recon": 0.35}},
     ]
-    curves, chance = logic.loss_curves(rows, {"mode": "mdat", "conditional": ["teff", "logg"],
+    curves, chance = app_common.loss_curves(rows, {"mode": "mdat", "conditional": ["teff", "logg"],
                                               "adversary": "regression"})
     np.testing.assert_allclose(curves["train recon"][0], [0.5, 1.5])
     np.testing.assert_allclose(curves["val recon"][1], [0.45, 0.35])
@@ -260,28 +262,28 @@ def test_loss_curves_from_progress_rows():
 
 def test_progress_text_names_the_decoder_refit():
     training = {"state": "running", "elapsed": 10.0, "fraction": 0.5, "metrics": {"epoch": 2, "recon": 0.01}}
-    assert logic.progress_text(training, 20).startswith("epoch 3/20 · recon 0.01")
+    assert app_common.progress_text(training, 20).startswith("epoch 3/20 · recon 0.01")
     refit = {**training, "metrics": {"epoch": 21, "recon": 0.005, "phase": "decoder refit"}}
-    assert logic.progress_text(refit, 20).startswith("decoder refit · epoch 22 · recon 0.005")
+    assert app_common.progress_text(refit, 20).startswith("decoder refit · epoch 22 · recon 0.005")
 
 # ---------------------------------------------------------------------------- evaluation tables
 def test_r2_comparison_has_paper_numbers(tmp_path):
     records = [_record(tmp_path, f"run-{mode}", mode=mode) for mode in ("noat", "at", "mdat")]
     evaluation = {"r2": {"teff": 0.2, "logg": 0.1, "feh": 0.9, "afe": 0.7}, "twins_top10": 0.6,
                   "X": {"r2": {"teff": 0.99, "logg": 0.98, "feh": 0.95, "afe": 0.8}, "twins_top10": 0.1}}
-    table = logic.r2_comparison([(r, evaluation) for r in records])
+    table = app_spectra.r2_comparison([(r, evaluation) for r in records])
     assert list(table.columns[:4]) == ["X", "noAT", "AT", "mdAT"]
     assert "paper mdAT" in table.columns
     assert table.loc["Teff [K] (conditioned)", "paper mdAT"] == pytest.approx(0.224)
     assert table.loc["[Fe/H] [dex]", "mdAT"] == pytest.approx(0.9)
     assert np.isnan(table.loc["[Fe/H] [dex]", "paper mdAT"])  # the paper's APOGEE grid has no [Fe/H] probe
-    assert logic.paper_key(records[0]) == ("apogee", ("teff", "logg"))
-    twins = logic.twins_table([(r, evaluation) for r in records])
+    assert app_spectra.paper_key(records[0]) == ("apogee", ("teff", "logg"))
+    twins = app_spectra.twins_table([(r, evaluation) for r in records])
     assert twins.iloc[0]["representation"].startswith("X") and len(twins) == 4
     figure = plots.r2_figure(table)
     assert len(figure.data) >= 4
     # Two runs of the same mode get their ids in the column names.
-    duplicate = logic.r2_comparison([(records[2], evaluation), (_record(tmp_path, "again", mode="mdat"), evaluation)])
+    duplicate = app_spectra.r2_comparison([(records[2], evaluation), (_record(tmp_path, "again", mode="mdat"), evaluation)])
     assert "mdAT (again)" in duplicate.columns
 
 
@@ -290,27 +292,27 @@ def test_reconstruction_error_by_parameter_table_and_figure(tmp_path):
     breakdown = {"parameter": "teff", "low": [3200.0, 4400.0], "high": [4200.0, 6000.0],
                  "mean": [2e-5, 5e-6], "count": [30, 45]}
     evaluated = [(records[0], {"recon_mse_by_cp": breakdown}), (records[1], {"recon_rms": 0.01})]
-    table = logic.recon_by_parameter_table(evaluated)
+    table = app_spectra.recon_by_parameter_table(evaluated)
     assert list(table["bin"]) == ["3200–4200", "4400–6000"] and list(table["count"]) == [30, 45]
     assert table["run"].iloc[0].startswith("noAT")  # the run without the breakdown adds no rows
     figure = plots.recon_by_parameter_figure(table)
     assert len(figure.data) == 1 and list(figure.data[0].x) == [3700.0, 5200.0]
     assert figure.layout.xaxis.title.text == "Teff [K]" and figure.layout.yaxis.type == "log"
-    assert logic.recon_by_parameter_table(evaluated[1:]).empty
+    assert app_spectra.recon_by_parameter_table(evaluated[1:]).empty
 
 
 def test_runs_tables_and_listing(tmp_path, toy_run):
     records = [_record(tmp_path, "a", latent_dim=4), _record(tmp_path, "b", latent_dim=8)]
-    diff = logic.config_diff(records)
+    diff = app_runs.config_diff(records)
     assert list(diff.index) == ["latent_dim"]
-    assert len(logic.config_diff(records, only_differences=False)) > 1
-    table = logic.runs_table(records, {"a": {"r2": {"teff": 0.3}}})
+    assert len(app_runs.config_diff(records, only_differences=False)) > 1
+    table = app_runs.runs_table(records, {"a": {"r2": {"teff": 0.3}}})
     assert list(table["id"]) == ["a", "b"] and table.loc[0, "R² teff (z)"] == 0.3
     run, _ = toy_run
-    text = logic.runs_listing_text(run.path.parent)
+    text = app_runs.runs_listing_text(run.path.parent)
     assert "toy-mdat" in text
-    assert logic.zip_bytes(run.record)[:2] == b"PK"
-    curves = logic.compare_curves([run.record])
+    assert app_runs.zip_bytes(run.record)[:2] == b"PK"
+    curves = app_runs.compare_curves([run.record])
     assert run.id in curves
 
 
@@ -373,11 +375,11 @@ def test_formatted_tables_show_a_dash_for_missing_values():
     import pandas as pd
 
     table = pd.DataFrame({"a": [0.12345, np.nan], "b": [None, 2.0]}, index=["x", "y"])
-    shown = logic.formatted(table)
+    shown = app_spectra.formatted(table)
     assert shown.loc["x", "a"] == "0.123" and shown.loc["y", "a"] == "–" and shown.loc["x", "b"] == "–"
 
 
 def test_input_noise_for_snr():
-    assert logic.input_noise_for_snr(100) == pytest.approx(0.01)
+    assert app_spectra.input_noise_for_snr(100) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="S/N"):
-        logic.input_noise_for_snr(0)
+        app_spectra.input_noise_for_snr(0)

@@ -1,7 +1,7 @@
 """The bench's JSON shape and the sweep, on a tiny grid (the real sizes live in bench.GRIDS)."""
 import pytest
 
-from astrocore import bench
+from astrocore.methods.disentangle import bench
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_sweep_runs_each_point(tiny_grids, tmp_path):
 
 
 def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, monkeypatch, tmp_path):
-    from astrocore.models.disentangler import DisentanglerRun
+    from astrocore.methods.disentangle import DisentanglerRun
 
     monkeypatch.setitem(bench.GRIDS, "fast", {"apogee": ("apogee", 4, ("teff", "logg"), {"latent_dim": 3})})
     result = bench.bench_disentangle("fast", grids=("apogee",), runs_root=tmp_path, paper_recipe=False)

@@ -15,14 +15,7 @@ import time
 
 import pytest
 from conftest import toy_spectra
-from test_browser import (
-    SHOTS,
-    _require_browser,
-    _screenshot,
-    _wait,
-    browser,
-    streamlit_server,
-)
+from test_browser import SHOTS, _require_browser, _screenshot, _wait, browser, streamlit_server
 
 pytestmark = pytest.mark.browser
 
@@ -71,7 +64,7 @@ return {x: r.left + xa._offset + xa.l2p(trace.x[i]), y: r.top + ya._offset + ya.
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _require_browser()
-    from astrocore.models.disentangler import DisentanglerConfig, fit
+    from astrocore.methods.disentangle import DisentanglerConfig, fit
 
     home = tmp_path_factory.mktemp("browser-explore")
     # ASTROCORE_EXPLORE_FINGERPRINTS=834 gives ~10,000 points, the size the latency figure is for.

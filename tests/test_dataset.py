@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 from astropy.table import Table
+from conftest import toy_spectra
 
 from astrocore.data.dataset import DataError, Dataset
-from conftest import toy_spectra
 
 
 def test_units_attached_and_summary(toy_dataset):

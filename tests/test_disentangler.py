@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from astrocore.data.dataset import DataError
-from astrocore.models.disentangler import (Disentangler, DisentanglerConfig, DisentanglerRun,
-                                           DisentanglerTask, fit, split_indices)
-from astrocore.runs import list_runs, load_run, read_history
+from astrocore.methods.disentangle import DisentanglerConfig, DisentanglerRun, fit
+from astrocore.methods.disentangle.fit import DisentanglerTask, split_indices
+from astrocore.methods.disentangle.model import Disentangler
+from astrocore.methods.registry import load_run
+from astrocore.runs import list_runs, read_history
 
 
 def test_config_validation_and_presets():
@@ -170,8 +172,7 @@ def test_fourier_conditional_features(toy_dataset, tmp_path):
 
 
 def test_film_conditioning(toy_dataset, tmp_path):
-    from astrocore.explore import encoder_features
-    from astrocore.models.disentangler import FiLMMLP, hidden_features, mlp
+    from astrocore.methods.disentangle.model import FiLMMLP, hidden_features, mlp
 
     with pytest.raises(ValueError, match="conditioning"):
         DisentanglerConfig(conditioning="attention")
@@ -206,13 +207,12 @@ def test_film_conditioning(toy_dataset, tmp_path):
     cp = toy_dataset.label_array(("teff", "logg"))[:4]
     np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:4], cp), run.encode(toy_dataset.spectra[:4], cp),
                                atol=1e-5)
-    h = encoder_features(reloaded, toy_dataset.spectra[:4], cp)
+    h = reloaded.encoder_features(toy_dataset.spectra[:4], cp)
     assert h.shape == (4, reloaded.config.encoder_hidden[-1]) and np.isfinite(h).all()
 
 
 def test_polynomial_reader_encoder(toy_dataset, tmp_path):
-    from astrocore.explore import encoder_features
-    from astrocore.models.disentangler import PolynomialReader, hidden_features
+    from astrocore.methods.disentangle.model import PolynomialReader, hidden_features
 
     with pytest.raises(ValueError, match="encoder"):
         DisentanglerConfig(encoder="transformer")
@@ -247,7 +247,7 @@ def test_polynomial_reader_encoder(toy_dataset, tmp_path):
     cp = toy_dataset.label_array(("teff", "logg"))[:4]
     np.testing.assert_allclose(reloaded.encode(toy_dataset.spectra[:4], cp), run.encode(toy_dataset.spectra[:4], cp),
                                atol=1e-5)
-    assert encoder_features(reloaded, toy_dataset.spectra[:4], cp).shape == (4, 8)
+    assert reloaded.encoder_features(toy_dataset.spectra[:4], cp).shape == (4, 8)
 
 
 def test_twin_codes_make_the_encoder_read_one_latent_per_chemistry(toy_dataset, tmp_path):

@@ -1,11 +1,11 @@
 """The label emulator: the reference a disentangled decoder is compared with."""
 import numpy as np
 import pytest
+from conftest import toy_spectra
 
 from astrocore.data.dataset import DataError
-from astrocore.models.disentangler import split_indices
-from astrocore.models.emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
-from conftest import toy_spectra
+from astrocore.methods.disentangle.emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
+from astrocore.methods.disentangle.fit import split_indices
 
 
 def test_label_columns_are_the_physical_labels(toy_dataset):

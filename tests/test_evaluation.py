@@ -3,9 +3,10 @@ import pytest
 from astropy.table import Table
 
 from astrocore.embeddings import project
-from astrocore.evaluation import (evaluate_disentangler, generation_targets, grid_step, probe_r2,
-                                  probe_scores, representation_scores, twins_score)
-from astrocore.models.disentangler import DisentanglerConfig, fit
+from astrocore.evaluation import (generation_targets, grid_step, probe_r2, probe_scores, representation_scores,
+                                  twins_score)
+from astrocore.methods.disentangle import DisentanglerConfig, fit
+from astrocore.methods.disentangle.evaluate import evaluate_disentangler
 
 
 def test_probes_find_information_and_report_its_absence():

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from conftest import toy_spectra
 
-from astrocore import explore
+from astrocore.app import cutouts, explore, explore_export, explore_figures, explore_neighbours
 from astrocore.cli import main as cli_main
-from astrocore.models.disentangler import DisentanglerConfig, fit
+from astrocore.data.dataset import DataError
+from astrocore.embeddings import ProjectionError
+from astrocore.methods.disentangle import DisentanglerConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +55,11 @@ def test_pca_projection_is_cached_and_shared_with_the_cli(tiny_run, data, tmp_pa
 
 def test_parameters_are_validated_with_clear_messages(data):
     assert explore.projection_params("umap", {"n_neighbors": "10"}) == {"n_neighbors": 10, "min_dist": 0.1}
-    with pytest.raises(explore.ExploreError, match="perplexity"):
+    with pytest.raises(ProjectionError, match="perplexity"):
         explore.projection_params("tsne", {"perplexity": 0})
-    with pytest.raises(explore.ExploreError, match="no parameter"):
+    with pytest.raises(ProjectionError, match="no parameter"):
         explore.projection_params("pca", {"perplexity": 5})
-    with pytest.raises(explore.ExploreError, match="perplexity"):
+    with pytest.raises(ProjectionError, match="perplexity"):
         explore.compute_projection(data, "z", "tsne", {"perplexity": 30})
     a = explore.projection_file("r", "z", "umap", {"n_neighbors": 10})
     assert a != explore.projection_file("r", "z", "umap", {"n_neighbors": 11})
@@ -83,11 +85,11 @@ def test_figure_carries_full_set_rows_and_subsamples(data):
     shown = explore.display_subset(72, max_points=30)
     assert len(shown) == 30 and np.all(np.diff(shown) > 0)
     assert len(explore.display_subset(72)) == 72
-    figure = explore.embedding_figure(coordinates, data.table["teff"].to_numpy(), "teff", "pca",
+    figure = explore_figures.embedding_figure(coordinates, data.table["teff"].to_numpy(), "teff", "pca",
                                       hover=explore.hover_texts(data), shown=shown, selected=[1, 2], marked=3)
     assert sorted(np.asarray(figure.data[0].customdata).tolist()) == shown.tolist()
     assert figure.layout.dragmode == "lasso" and figure.layout.xaxis.title.text == "PC 1"
-    categorical = explore.embedding_figure(coordinates, data.table["fingerprint"].to_numpy(), "fingerprint", "umap")
+    categorical = explore_figures.embedding_figure(coordinates, data.table["fingerprint"].to_numpy(), "fingerprint", "umap")
     assert len(categorical.data) == 6
 
 
@@ -114,47 +116,47 @@ def test_union_intersection_and_difference():
 
 def test_linked_views(data):
     index = np.arange(10)
-    stats = explore.band_statistics(data.spectra, index)
+    stats = explore_figures.band_statistics(data.spectra, index)
     assert stats["selection"].shape == (3, 240) and stats["rest"].shape == (3, 240)
     assert np.all(stats["selection"][0] <= stats["selection"][2])
-    figure = explore.selection_spectra_figure(data.wavelength, data.spectra, index)
+    figure = explore_figures.selection_spectra_figure(data.wavelength, data.spectra, index)
     assert figure.layout.xaxis.title.text == "Wavelength [Å]" and figure.layout.meta["n_selected"] == 10
-    histograms = explore.label_histograms_figure(data, index)
+    histograms = explore_figures.label_histograms_figure(data, index)
     assert histograms.layout.meta["n_selected"] == 10
     assert "10 of 72" in explore.selection_summary(data, index)
 
 
 def test_nearest_neighbours(data):
-    rows, distances = explore.nearest_neighbours(data.latent, 5, k=4)
+    rows, distances = explore_neighbours.nearest_neighbours(data.latent, 5, k=4)
     assert len(rows) == 4 and 5 not in rows and np.all(np.diff(distances) >= 0)
     brute = np.linalg.norm(data.latent - data.latent[5], axis=1)
     brute[5] = np.inf
     np.testing.assert_allclose(distances, np.sort(brute)[:4], rtol=1e-5)
-    table = explore.neighbours_table(data, rows, distances)
+    table = explore_neighbours.neighbours_table(data, rows, distances)
     assert list(table.columns[:3]) == ["row", "id", "distance"]
-    assert explore.find_object(data, data.ids[7]) == 7
+    assert explore_neighbours.find_object(data, data.ids[7]) == 7
     with pytest.raises(explore.ExploreError, match="No object"):
-        explore.find_object(data, "nope")
+        explore_neighbours.find_object(data, "nope")
 
 
 def test_tags_are_kept_in_the_run_folder(tiny_run, data):
-    explore.save_tag(tiny_run.path, "hot giants", data, [4, 2, 2])
-    tags = explore.load_tags(tiny_run.path)
+    explore_export.save_tag(tiny_run.path, "hot giants", data, [4, 2, 2])
+    tags = explore_export.load_tags(tiny_run.path)
     assert (tiny_run.path / "tags.json").exists()
     assert tags["hot giants"]["rows"] == [2, 4]
-    assert explore.tag_rows(data, tags["hot giants"]).tolist() == [2, 4]
+    assert explore_export.tag_rows(data, tags["hot giants"]).tolist() == [2, 4]
     with pytest.raises(explore.ExploreError, match="empty"):
-        explore.save_tag(tiny_run.path, "none", data, [])
-    explore.delete_tag(tiny_run.path, "hot giants")
-    assert explore.load_tags(tiny_run.path) == {}
+        explore_export.save_tag(tiny_run.path, "none", data, [])
+    explore_export.delete_tag(tiny_run.path, "hot giants")
+    assert explore_export.load_tags(tiny_run.path) == {}
 
 
 @pytest.mark.parametrize("fmt", ["csv", "fits", "votable"])
 def test_export_round_trips(data, fmt):
     coordinates = np.random.default_rng(1).normal(size=(72, 2))
     index = np.array([3, 9, 20])
-    table = explore.selection_table(data, index, coordinates, "umap", "z")
-    back = explore.read_export(explore.export_bytes(table, fmt), fmt)
+    table = explore_export.selection_table(data, index, coordinates, "umap", "z")
+    back = explore_export.read_export(explore_export.export_bytes(table, fmt), fmt)
     assert len(back) == 3
     assert [str(v) for v in back["id"]] == data.ids[index].tolist()
     np.testing.assert_allclose(back["teff"], data.table["teff"].to_numpy()[index])
@@ -164,10 +166,10 @@ def test_export_round_trips(data, fmt):
 
 
 def test_decoder_beside_a_star(tiny_run, data):
-    values = explore.decoder_values(tiny_run, data, 0)
-    original, generated, extrapolated = explore.generated_at(tiny_run, data, 0, {**values, "teff": values["teff"] + 300})
+    values = explore_neighbours.decoder_values(tiny_run, data, 0)
+    original, generated, extrapolated = explore_neighbours.generated_at(tiny_run, data, 0, {**values, "teff": values["teff"] + 300})
     assert original.shape == generated.shape == (240,) and not extrapolated
-    _, _, flagged = explore.generated_at(tiny_run, data, 0, {**values, "teff": 9000.0})
+    _, _, flagged = explore_neighbours.generated_at(tiny_run, data, 0, {**values, "teff": 9000.0})
     assert flagged
 
 
@@ -177,7 +179,7 @@ def test_encoder_features_h_are_the_layer_before_z(tiny_run, data):
 
     assert "h" in explore.REPRESENTATIONS
     h = explore.representation_values(data, "h")
-    assert h.shape == (72, explore.feature_width(tiny_run)) == (72, tiny_run.config.encoder_hidden[-1])
+    assert h.shape == (72, tiny_run.feature_width()) == (72, tiny_run.config.encoder_hidden[-1])
     assert h.dtype == np.float32 and np.all(np.isfinite(h))
     assert explore.representation_values(data, "h") is h  # computed once, then kept
     # The (MLP) encoder's last linear layer and the latent activation applied to h give the run's z.
@@ -189,11 +191,11 @@ def test_encoder_features_h_are_the_layer_before_z(tiny_run, data):
     np.testing.assert_allclose(z.numpy(), data.latent, atol=1e-4)
     # Batching does not change the values; one star with a dict of conditional parameters works too.
     own = {name: float(data.table[name].iloc[3]) for name in tiny_run.conditional}
-    np.testing.assert_allclose(explore.encoder_features(tiny_run, data.spectra, data.table[["teff", "logg"]]
-                                                        .to_numpy(), batch_size=7), h, atol=1e-5)
-    np.testing.assert_allclose(explore.encoder_features(tiny_run, data.spectra[3], own)[0], h[3], atol=1e-5)
-    with pytest.raises(explore.ExploreError, match="conditional"):
-        explore.encoder_features(tiny_run, data.spectra[:2], [[4000.0]])
+    np.testing.assert_allclose(tiny_run.encoder_features(data.spectra, data.table[["teff", "logg"]].to_numpy(),
+                                                         batch_size=7), h, atol=1e-5)
+    np.testing.assert_allclose(tiny_run.encoder_features(data.spectra[3], own)[0], h[3], atol=1e-5)
+    with pytest.raises(DataError, match="conditional"):
+        tiny_run.encoder_features(data.spectra[:2], [[4000.0]])
 
 
 def test_h_works_with_projections_neighbours_and_the_cli(tiny_run, data):
@@ -203,16 +205,16 @@ def test_h_works_with_projections_neighbours_and_the_cli(tiny_run, data):
     assert cli_main(["embed", str(tiny_run.path), "--representation", "h", "--method", "pca", "--out", str(out)]) == 0
     np.testing.assert_allclose(explore.read_projection(tiny_run.path, "h", "pca"), coordinates, rtol=1e-4, atol=1e-5)
     assert "--representation h" in " ".join(explore.embed_command(tiny_run.path, "h", "umap"))
-    rows, distances = explore.nearest_neighbours(explore.representation_values(data, "h"), 5, k=4)
+    rows, distances = explore_neighbours.nearest_neighbours(explore.representation_values(data, "h"), 5, k=4)
     assert len(rows) == 4 and 5 not in rows and np.all(np.diff(distances) >= 0)
-    table = explore.selection_table(data, rows, coordinates, "pca", "h")
+    table = explore_export.selection_table(data, rows, coordinates, "pca", "h")
     assert table.meta["repr"] == "h" and len(table) == 4
 
 
 def test_h_needs_a_model_and_its_spectra(data):
     without = explore.ExploreData(run_id="r", ids=data.ids, table=data.table, latent=data.latent, spectra=None,
                                   wavelength=None)
-    with pytest.raises(explore.ExploreError, match="Encoder features h"):
+    with pytest.raises(explore.ExploreError, match="Encoder features h need the run's data"):
         explore.representation_values(without, "h")
 
 
@@ -227,17 +229,17 @@ def _csv_upload(dataset, tmp_path, name="one.csv") -> bytes:
 def test_neighbours_of_an_uploaded_spectrum(tiny_run, data, tmp_path):
     dataset = toy_spectra(n_fingerprints=6)
     payload = _csv_upload(dataset.subset([5, 9]), tmp_path)
-    spectrum = explore.read_upload("two.csv", payload, tiny_run)
+    spectrum = explore_neighbours.read_upload("two.csv", payload, tiny_run)
     assert spectrum.n_in_file == 2 and not spectrum.resampled and spectrum.missing == ()
     assert spectrum.conditional == {"teff": 4500.0, "logg": 3.0} and spectrum.flux.shape == (240,)
     for representation in ("z", "h", "X"):  # the uploaded star is one of the run's: it is its own nearest
-        rows, distances = explore.upload_neighbours(tiny_run, data, spectrum, representation, k=3)
+        rows, distances = explore_neighbours.upload_neighbours(tiny_run, data, spectrum, representation, k=3)
         assert rows[0] == 5 and distances[0] < 1e-3 and len(rows) == 3 and np.all(np.diff(distances) >= 0)
-    second = explore.read_upload("two.csv", payload, tiny_run, index=1)
-    assert explore.upload_neighbours(tiny_run, data, second, "z", k=1)[0].tolist() == [9]
+    second = explore_neighbours.read_upload("two.csv", payload, tiny_run, index=1)
+    assert explore_neighbours.upload_neighbours(tiny_run, data, second, "z", k=1)[0].tolist() == [9]
     with pytest.raises(explore.ExploreError, match="2 spectra"):
-        explore.read_upload("two.csv", payload, tiny_run, index=2)
-    figure = explore.neighbours_figure(data.wavelength, spectrum.flux, data.spectra, rows, ["upload", "a", "b", "c"])
+        explore_neighbours.read_upload("two.csv", payload, tiny_run, index=2)
+    figure = explore_figures.neighbours_figure(data.wavelength, spectrum.flux, data.spectra, rows, ["upload", "a", "b", "c"])
     assert len(figure.data) == 4 and figure.layout.xaxis.title.text == "Wavelength [Å]"
 
 
@@ -248,19 +250,19 @@ def test_an_upload_on_another_grid_is_resampled_and_missing_labels_are_asked_for
     fine = np.linspace(8455.0, 8705.0, 1001)
     flux = np.array([np.interp(fine, dataset.wavelength, dataset.spectra[20])], np.float32)
     unlabelled = Dataset(flux, fine, {"id": ["mystery"]})
-    spectrum = explore.read_upload("fine.csv", _csv_upload(unlabelled, tmp_path, "fine.csv"), tiny_run)
+    spectrum = explore_neighbours.read_upload("fine.csv", _csv_upload(unlabelled, tmp_path, "fine.csv"), tiny_run)
     assert spectrum.resampled and spectrum.missing == ("teff", "logg") and spectrum.conditional == {}
     np.testing.assert_allclose(spectrum.flux, dataset.spectra[20], atol=1e-2)  # interpolated twice
     with pytest.raises(explore.ExploreError, match="teff"):
-        explore.query_vector(tiny_run, spectrum, "z")
-    assert explore.query_vector(tiny_run, spectrum, "X").shape == (240,)  # X needs no labels
-    defaults = explore.conditional_defaults(tiny_run)
+        explore_neighbours.query_vector(tiny_run, spectrum, "z")
+    assert explore_neighbours.query_vector(tiny_run, spectrum, "X").shape == (240,)  # X needs no labels
+    defaults = explore_neighbours.conditional_defaults(tiny_run)
     low, high = tiny_run.training_range["teff"]
     assert defaults["teff"] == pytest.approx((low + high) / 2)
-    rows, _ = explore.upload_neighbours(tiny_run, data, spectrum, "h", k=2, conditional={"teff": 5000.0, "logg": 3.0})
+    rows, _ = explore_neighbours.upload_neighbours(tiny_run, data, spectrum, "h", k=2, conditional={"teff": 5000.0, "logg": 3.0})
     assert len(rows) == 2
     with pytest.raises(explore.ExploreError, match="expects 240 pixels"):
-        explore.read_upload("fine.csv", _csv_upload(unlabelled, tmp_path, "fine.csv"), tiny_run, resample=False)
+        explore_neighbours.read_upload("fine.csv", _csv_upload(unlabelled, tmp_path, "fine.csv"), tiny_run, resample=False)
 
 
 @pytest.mark.parametrize("name, payload, message", [
@@ -271,7 +273,7 @@ def test_an_upload_on_another_grid_is_resampled_and_missing_labels_are_asked_for
 ])
 def test_bad_uploads_are_refused_with_a_message(tiny_run, name, payload, message):
     with pytest.raises(explore.ExploreError, match=message):
-        explore.read_upload(name, payload, tiny_run, max_mb=2)
+        explore_neighbours.read_upload(name, payload, tiny_run, max_mb=2)
 
 
 def test_an_upload_from_another_survey_is_refused(tiny_run):
@@ -281,7 +283,7 @@ def test_an_upload_from_another_survey_is_refused(tiny_run):
     if not example.exists():
         pytest.skip("assets/example_apogee_spectra.fits is missing")
     with pytest.raises(explore.ExploreError, match="cannot be compared with this run.*7214 pixels.*240 pixels"):
-        explore.read_upload(example.name, example.read_bytes(), tiny_run)
+        explore_neighbours.read_upload(example.name, example.read_bytes(), tiny_run)
 
 
 # ---------------------------------------------------------------------------- cutouts
@@ -298,37 +300,37 @@ def synthetic_cutouts(n: int, bands=("u", "g", "r", "i", "z"), size: int = 16, s
 
 
 def test_band_order_and_rgb_choice():
-    assert explore.rgb_bands(["u", "g", "r", "i", "z"]) == (3, 2, 1)  # i, r, g -> R, G, B
-    assert explore.rgb_bands(["z", "g", "r"]) == (0, 2, 1)  # reddest -> R whatever the order given
-    assert explore.rgb_bands(["W1", "sdss_g"]) == (0, 0, 1)
-    assert explore.bands_blue_to_red(["b1", "b2", "b3"]) == [0, 1, 2]  # unknown names: as given
-    assert explore.band_wavelength("HSC-i") == explore.BAND_WAVELENGTHS["i"]
-    modes = explore.cutout_modes(["g", "r", "z"])
+    assert cutouts.rgb_bands(["u", "g", "r", "i", "z"]) == (3, 2, 1)  # i, r, g -> R, G, B
+    assert cutouts.rgb_bands(["z", "g", "r"]) == (0, 2, 1)  # reddest -> R whatever the order given
+    assert cutouts.rgb_bands(["W1", "sdss_g"]) == (0, 0, 1)
+    assert cutouts.bands_blue_to_red(["b1", "b2", "b3"]) == [0, 1, 2]  # unknown names: as given
+    assert cutouts.band_wavelength("HSC-i") == cutouts.BAND_WAVELENGTHS["i"]
+    modes = cutouts.cutout_modes(["g", "r", "z"])
     assert list(modes) == ["rgb", "g", "r", "z"] and "z, r, g" in modes["rgb"]
 
 
 def test_cutouts_as_rgb_composites_and_single_bands():
     images = synthetic_cutouts(6)
-    rgb = explore.cutout_rgb(images, ["u", "g", "r", "i", "z"])
+    rgb = cutouts.cutout_rgb(images, ["u", "g", "r", "i", "z"])
     assert rgb.shape == (6, 16, 16, 3) and rgb.dtype == np.uint8
     centre = rgb[:, 8, 8].astype(int)
     assert np.all(centre.sum(axis=1) > rgb[:, 0, 0].astype(int).sum(axis=1))  # the star is brighter than the sky
     assert centre[1, 0] > centre[1, 2] and centre[0, 2] > centre[0, 0]  # red rows redder, blue rows bluer
-    grey = explore.cutout_rgb(images, ["u", "g", "r", "i", "z"], mode="r")
+    grey = cutouts.cutout_rgb(images, ["u", "g", "r", "i", "z"], mode="r")
     assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
-    with pytest.raises(explore.ExploreError, match="mode"):
-        explore.cutout_rgb(images, ["u", "g", "r", "i", "z"], mode="K")
+    with pytest.raises(cutouts.CutoutError, match="mode"):
+        cutouts.cutout_rgb(images, ["u", "g", "r", "i", "z"], mode="K")
 
 
 def test_cutout_grid_figure(data):
     images = synthetic_cutouts(72)
-    figure = explore.cutout_grid_figure(images, ["u", "g", "r", "i", "z"], [3, 1, 4, 1, 5], names=list("abcde"),
+    figure = cutouts.cutout_grid_figure(images, ["u", "g", "r", "i", "z"], [3, 1, 4, 1, 5], names=list("abcde"),
                                         columns=4)
     assert len(figure.data) == 1 and figure.data[0].type == "image"
     assert figure.data[0].source.startswith("data:image/png;base64,")
     assert figure.layout.meta["linked"] == "cutouts" and figure.layout.meta["n_cutouts"] == 5
     assert [a.text for a in figure.layout.annotations] == list("abcde")
-    many = explore.cutout_grid_figure(images, ["u", "g", "r", "i", "z"], np.arange(72), mode="g", max_cutouts=10)
+    many = cutouts.cutout_grid_figure(images, ["u", "g", "r", "i", "z"], np.arange(72), mode="g", max_cutouts=10)
     assert many.layout.meta["n_cutouts"] == 10 and many.layout.meta["mode"] == "g"
 
 
@@ -358,12 +360,12 @@ def test_a_running_projection_can_be_cancelled(tiny_run):
 
 
 def test_band_statistics_subsample_large_groups(data):
-    exact = explore.band_statistics(data.spectra, np.arange(30), max_spectra=None)
+    exact = explore_figures.band_statistics(data.spectra, np.arange(30), max_spectra=None)
     np.testing.assert_allclose(exact["selection"], np.percentile(data.spectra[:30], [16, 50, 84], axis=0), atol=1e-6)
     np.testing.assert_allclose(exact["rest"], np.percentile(data.spectra[30:], [16, 50, 84], axis=0), atol=1e-6)
-    sampled = explore.band_statistics(data.spectra, np.arange(30), max_spectra=20)
+    sampled = explore_figures.band_statistics(data.spectra, np.arange(30), max_spectra=20)
     assert sampled["selection"].shape == (3, 240)
-    np.testing.assert_allclose(sampled["selection"], explore.band_statistics(data.spectra, np.arange(30),
+    np.testing.assert_allclose(sampled["selection"], explore_figures.band_statistics(data.spectra, np.arange(30),
                                                                               max_spectra=20)["selection"])
     assert np.abs(sampled["selection"][1] - exact["selection"][1]).max() < 0.1
 
@@ -386,9 +388,9 @@ def test_events_and_when_the_chart_is_left_alone():
     assert explore.selection_overlay([0, 1], [0, 1], same_chart=False) == "highlight"  # e.g. another colour
     assert explore.selection_overlay([], [0, 1], same_chart=True) == "clear"
     assert explore.selection_overlay([], None, same_chart=True) == "none"
-    figure = explore.embedding_figure(coordinates, np.arange(4.0), "teff", "pca", selected=[1, 2], revision=2)
+    figure = explore_figures.embedding_figure(coordinates, np.arange(4.0), "teff", "pca", selected=[1, 2], revision=2)
     assert list(figure.data[0].selectedpoints) == [1, 2] and figure.layout.meta["revision"] == 2
-    assert explore.embedding_figure(coordinates, np.arange(4.0), "teff", "pca").data[0].selectedpoints is None
+    assert explore_figures.embedding_figure(coordinates, np.arange(4.0), "teff", "pca").data[0].selectedpoints is None
 
 
 def test_page_state_through_lasso_click_union_and_clear():

@@ -11,8 +11,9 @@ import pytest
 from conftest import toy_spectra
 from streamlit.testing.v1 import AppTest
 
-from astrocore import explore, jobs
-from astrocore.models.disentangler import DisentanglerConfig, fit
+from astrocore import jobs
+from astrocore.app import explore, explore_export
+from astrocore.methods.disentangle import DisentanglerConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -104,7 +105,7 @@ def test_a_selection_shows_linked_views_tags_and_exports(tiny_run):
     at.text_input(key="explore_tag_name").set_value("cool giants").run()
     at.button(key="explore_tag_save").click().run()
     assert not at.exception
-    tags = explore.load_tags(tiny_run.path)
+    tags = explore_export.load_tags(tiny_run.path)
     assert tags["cool giants"]["rows"] == list(range(10))
     # Clear, then bring the tag back as the selection.
     at.button(key="explore_clear").click().run()

@@ -7,11 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import toy_spectra
 
 from astrocore import jobs
 from astrocore.runs import RunRecord, list_runs
-
-from conftest import toy_spectra
 
 
 @pytest.fixture
@@ -113,7 +112,7 @@ def test_is_alive_rejects_unknown_and_reused_pids():
 
 def test_evaluation_and_embedding_jobs_write_their_outputs(toy_folder, tmp_path):
     from astrocore.data import load_source
-    from astrocore.models.disentangler import DisentanglerConfig, fit
+    from astrocore.methods.disentangle import DisentanglerConfig, fit
 
     dataset, source = load_source(str(toy_folder))
     config = DisentanglerConfig.preset("fast", epochs=2, batch_size=32, latent_dim=4)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from astrocore import app_logic as logic
 from astrocore import jobs
-from astrocore.runs import RunRecord, list_runs
+from astrocore.app import common as app_common
+from astrocore.runs import RunRecord, list_runs, runs_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -67,7 +67,7 @@ def texts(elements) -> str:
 
 
 def default_folder() -> Path:
-    return logic.runs_dir() / logic.default_model_settings()["run_id"]
+    return runs_dir() / app_common.default_model_settings()["run_id"]
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_first_visit_trains_the_default_model_in_the_background():
     at = open_page("pages/spectra.py")
     labels = [slider.label for slider in at.slider]
     assert "Teff [K]" in labels and "log g [dex]" in labels
-    assert at.selectbox(key="model_pick").value == logic.default_model_settings()["run_id"]
+    assert at.selectbox(key="model_pick").value == app_common.default_model_settings()["run_id"]
 
 
 def test_moving_the_teff_slider_redraws_the_spectrum(default_model):
@@ -217,9 +217,9 @@ def test_train_tab_starts_a_background_run(default_model):
     assert not at.exception
     assert "Started" in texts(at.success)
     run_id = at.session_state["watched_jobs"][-1]
-    status = jobs.wait(logic.runs_dir() / run_id, timeout=TIMEOUT)
+    status = jobs.wait(runs_dir() / run_id, timeout=TIMEOUT)
     assert status["state"] == "done", status
-    record = RunRecord.read(logic.runs_dir() / run_id)
+    record = RunRecord.read(runs_dir() / run_id)
     assert record.config["mode"] == "at" and record.config["epochs"] == 1
     assert record.config["lambdas"] == [0.05] and record.config["lr_schedule"] == "cosine"
     assert record.config["decoder_refit_epochs"] == 1 and record.config["cp_features"] == "fourier"
@@ -265,12 +265,12 @@ def test_evaluate_tab_table_and_colouring(default_model):
 # ---------------------------------------------------------------------------- runs
 def test_runs_page_lists_compares_and_deletes(default_model, toy_dataset):
     if len(list_runs()) < 2:  # run alone: a second run to compare and delete
-        from astrocore.models.disentangler import DisentanglerConfig, fit
-        fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=2), runs_root=logic.runs_dir())
+        from astrocore.methods.disentangle import DisentanglerConfig, fit
+        fit(toy_dataset, DisentanglerConfig.preset("fast", epochs=1, latent_dim=2), runs_root=runs_dir())
     at = open_page("pages/runs.py")
     table = at.dataframe[0].value
     ids = set(table["id"])
-    assert logic.default_model_settings()["run_id"] in ids and len(ids) >= 2
+    assert app_common.default_model_settings()["run_id"] in ids and len(ids) >= 2
     assert "default-" in texts(at.code)  # the `astrocore runs list` listing
     at.multiselect(key="compare_runs").set_value(sorted(ids)[:2]).run()
     assert not at.exception

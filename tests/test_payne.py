@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from astrocore.data.dataset import DataError
-from astrocore.data.payne import (APOGEE_N_PIXELS, PayneEmulator, apogee_wavelength,
-                                  continuum_normalise, payne_grid)
+from astrocore.data.simulators.apogee_grid import APOGEE_N_PIXELS, apogee_wavelength, continuum_normalise
+from astrocore.data.simulators.payne import PayneEmulator, payne_grid
 
 PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne"
 FOUR = PAYNE / "nn_apogee_4label_unnormalized.npz"

@@ -12,12 +12,11 @@ from astropy.table import Table
 from scipy.optimize import least_squares
 
 from astrocore.data.dataset import DataError, Dataset
-from astrocore.data.payne import (APOGEE_FULL_N_PIXELS, PayneEmulator, apogee_pixel_indices,
-                                  apogee_wavelength)
-from astrocore.data.readers import (BAD_PIXEL_ERROR, check_compatible, read_apogee,
-                                    read_gandalf_folder, read_npz, read_spectra, read_table,
-                                    resample_to, standard_label_name, to_apogee_grid,
+from astrocore.data.readers import (BAD_PIXEL_ERROR, check_compatible, read_apogee, read_gandalf_folder, read_npz,
+                                    read_spectra, read_table, resample_to, standard_label_name, to_apogee_grid,
                                     write_gandalf_folder, write_table)
+from astrocore.data.simulators.apogee_grid import APOGEE_FULL_N_PIXELS, apogee_pixel_indices, apogee_wavelength
+from astrocore.data.simulators.payne import PayneEmulator
 
 PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne"
 STAR = PAYNE / "apogee_real_2M13012770+5754582.npz"

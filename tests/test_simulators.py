@@ -7,21 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrocore.data.apogee import (
-    APOGEE_ABUNDANCES,
-    apogee_line_list,
-    apogee_wavelength,
-    render_apogee,
-    simulate_apogee,
-)
 from astrocore.data.dataset import DataError, Dataset
-from astrocore.data.rvs import (
-    RVS_LABEL_RANGES,
-    RVS_WAVELENGTH,
-    render_rvs,
-    simulate_rvs,
-)
-from astrocore.data.synthesis import air_to_vacuum, vacuum_to_air
+from astrocore.data.simulators.apogee import (APOGEE_ABUNDANCES, apogee_line_list, apogee_wavelength, render_apogee,
+                                              simulate_apogee)
+from astrocore.data.simulators.linelists import air_to_vacuum, vacuum_to_air
+from astrocore.data.simulators.rvs import RVS_LABEL_RANGES, RVS_WAVELENGTH, render_rvs, simulate_rvs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne"
 XFE = [f"{name}_fe" for name in APOGEE_ABUNDANCES]
@@ -85,7 +75,7 @@ def test_rvs_grid_sampling_is_regular():
 
 
 def test_rvs_random_feh_covers_range_with_realistic_weight():
-    from astrocore.data.rvs import sample_rvs_labels
+    from astrocore.data.simulators.rvs import sample_rvs_labels
 
     labels = sample_rvs_labels(5000, "random", np.random.default_rng(0))
     feh = labels["feh"]
@@ -112,7 +102,7 @@ def test_apogee_shapes_labels_and_grid():
 
 
 def test_apogee_default_grid_and_wavelength():
-    from astrocore.data.apogee import DEFAULT_LOGG_GRID, DEFAULT_TEFF_GRID
+    from astrocore.data.simulators.apogee import DEFAULT_LOGG_GRID, DEFAULT_TEFF_GRID
 
     assert DEFAULT_TEFF_GRID.size == 15 and DEFAULT_TEFF_GRID[0] == 3200 and DEFAULT_TEFF_GRID[-1] == 6000
     assert DEFAULT_LOGG_GRID.size == 14 and DEFAULT_LOGG_GRID[0] == 0.0
@@ -128,7 +118,7 @@ def test_apogee_default_grid_and_wavelength():
 
 
 def test_fingerprint_chemistry_is_realistic():
-    from astrocore.data.apogee import sample_fingerprints
+    from astrocore.data.simulators.apogee import sample_fingerprints
 
     chem = sample_fingerprints(2000, np.random.default_rng(0))
     feh, afe = chem["feh"], chem["afe"]
@@ -295,8 +285,9 @@ def test_metallicity_changes_lines_weakly():
 def _line_positions(species, teff, logg, n_lines=12, isolation=1.0):
     """Wavelengths of the strongest lines of ``species`` at (teff, logg) that no stronger line of
     another species sits close to (so depths can be read off the spectrum)."""
-    from astrocore.data.apogee import APOGEE_BAND
-    from astrocore.data.synthesis import atmosphere, line_strengths, scaled_abundances
+    from astrocore.data.simulators.apogee import APOGEE_BAND
+    from astrocore.data.simulators.atmosphere import atmosphere, line_strengths
+    from astrocore.data.simulators.stellar_labels import scaled_abundances
 
     lines = apogee_line_list()
     names = lines.species_names()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from astrocore.models.disentangler import DisentanglerConfig, fit
+from astrocore.methods.disentangle import DisentanglerConfig, fit
 from astrocore.runs import RunRecord, delete_run, zip_run
 from astrocore.training import TrainingCancelled, device_description, pick_device
 

@@ -13,6 +13,10 @@ import numpy as np
 from astropy.table import Table
 
 from .dataset import LABEL_TITLES, LABEL_UNITS, DataError, Dataset
+from .readers import read_spectra
+from .simulators.apogee import render_apogee, simulate_apogee
+from .simulators.payne import PayneEmulator, payne_grid
+from .simulators.rvs import render_rvs, simulate_rvs
 
 __all__ = ["Dataset", "DataError", "LABEL_UNITS", "LABEL_TITLES", "load_source", "dataset_from_source",
            "renderer_for", "source_for", "SIMULATORS"]
@@ -59,21 +63,13 @@ def dataset_from_source(source: dict) -> Dataset:
     if source.get("kind") == "simulator":
         generator, params = source["generator"], dict(source.get("params", {}))
         if generator == "rvs":
-            from .rvs import simulate_rvs
-
             return simulate_rvs(**params)
         if generator == "apogee":
-            from .apogee import simulate_apogee
-
             return simulate_apogee(**params)
         if generator == "payne":
-            from .payne import payne_grid
-
             return payne_grid(**params)
         raise DataError(f"Unknown simulator {generator!r}.")
     if source.get("kind") == "file":
-        from .readers import read_spectra
-
         return read_spectra(source["path"])
     raise DataError(f"Cannot rebuild data from {source!r}.")
 
@@ -90,16 +86,10 @@ def renderer_for(dataset_or_source) -> Callable[[Table], np.ndarray] | None:
     else:
         generator, params = dataset_or_source.get("generator"), dataset_or_source.get("params", {})
     if generator == "rvs":
-        from .rvs import render_rvs
-
         return render_rvs
     if generator == "apogee":
-        from .apogee import render_apogee
-
         return render_apogee
     if generator == "payne":
-        from .payne import PayneEmulator
-
         path = params.get("path") or (provenance or {}).get("path")
         if path and Path(path).exists():
             emulator = PayneEmulator.load(path)

@@ -1,7 +1,9 @@
 """The one container every simulator and reader returns.
 
-A :class:`Dataset` holds a 2-d array of spectra (one row per object), an optional array of
-per-pixel flux errors, the wavelength axis in Angstrom, an astropy Table of labels with units and
+A :class:`Dataset` holds, per object, a spectrum (a 2-d array with one row per object, with optional
+per-pixel flux errors and the wavelength axis in Angstrom) and/or a multi-band cutout (a 4-d array
+``(n, n_bands, height, width)`` with band names and the pixel scale in arcsec), an astropy Table of
+labels with units (one row per object; a catalogue of line fluxes is a Dataset of labels alone) and
 the provenance of the data (generator, version, seed, parameters). It saves to a single FITS file
 or to a folder of ``.npz`` + ``.ecsv`` files and loads back bit-identically.
 """
@@ -57,9 +59,9 @@ class Dataset:
 
     Parameters
     ----------
-    spectra : array (n_objects, n_pixels)
+    spectra : array (n_objects, n_pixels), or None for data without spectra
         Flux, continuum-normalised unless the provenance says otherwise.
-    wavelength : array (n_pixels,)
+    wavelength : array (n_pixels,), or None when ``spectra`` is None
         Wavelength of each pixel in Angstrom, strictly increasing.
     labels : astropy.table.Table
         One row per object; columns such as ``id``, ``teff`` [K], ``logg`` [dex], ``feh`` [dex],
@@ -68,15 +70,32 @@ class Dataset:
         1-sigma flux uncertainty per pixel.
     provenance : dict
         JSON-serialisable description of where the data came from.
+    images : array (n_objects, n_bands, height, width), optional
+        Multi-band cutouts (flux per pixel in the units the provenance names).
+    bands : tuple of str
+        One name per image band, blue to red (e.g. ``("u", "g", "r", "i", "z")``).
+    pixel_scale_arcsec : float, optional
+        Angular size of an image pixel [arcsec].
     """
 
-    spectra: np.ndarray
-    wavelength: np.ndarray
+    spectra: np.ndarray | None
+    wavelength: np.ndarray | None
     labels: Table
     errors: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
+    images: np.ndarray | None = None
+    bands: tuple = ()
+    pixel_scale_arcsec: float | None = None
 
     def __post_init__(self):
+        if not isinstance(self.labels, Table):
+            self.labels = Table(self.labels)
+        self._check_images()
+        if self.spectra is None:
+            if self.wavelength is not None or self.errors is not None:
+                raise DataError("A dataset without spectra cannot have a wavelength axis or flux errors.")
+            self._check_labels(len(self.labels) if self.images is None else len(self.images))
+            return
         self.wavelength = np.asarray(self.wavelength, dtype=np.float64).ravel()
         if self.wavelength.size == 0:
             raise DataError("The wavelength axis is empty.")
@@ -96,25 +115,43 @@ class Dataset:
                 raise DataError(
                     f"errors have shape {self.errors.shape}, spectra {self.spectra.shape}."
                 )
-        if not isinstance(self.labels, Table):
-            self.labels = Table(self.labels)
-        if len(self.labels) != len(self.spectra):
-            raise DataError(
-                f"{len(self.labels)} label rows for {len(self.spectra)} spectra; they must match."
-            )
+        if self.images is not None and len(self.images) != len(self.spectra):
+            raise DataError(f"{len(self.images)} cutouts for {len(self.spectra)} spectra; they must match.")
+        self._check_labels(len(self.spectra))
+
+    def _check_images(self) -> None:
+        if self.images is None:
+            self.bands = tuple(self.bands or ())
+            return
+        images = np.asarray(self.images, dtype=np.float32)
+        if images.ndim != 4:
+            raise DataError(f"images must be an array (n_objects, n_bands, height, width); got shape {images.shape}.")
+        if not np.all(np.isfinite(images)):
+            raise DataError("images contain NaN or infinite pixels; mask or fill them before use.")
+        bands = tuple(str(band) for band in (self.bands or [f"band{i + 1}" for i in range(images.shape[1])]))
+        if len(bands) != images.shape[1]:
+            raise DataError(f"images have {images.shape[1]} bands but {len(bands)} band names ({', '.join(bands)}).")
+        if self.pixel_scale_arcsec is not None and not self.pixel_scale_arcsec > 0:
+            raise DataError(f"pixel_scale_arcsec must be positive; got {self.pixel_scale_arcsec}.")
+        self.images, self.bands = images, bands
+
+    def _check_labels(self, n_objects: int) -> None:
+        if len(self.labels) != n_objects:
+            raise DataError(f"{len(self.labels)} label rows for {n_objects} objects; they must match.")
         if "id" not in self.labels.colnames:
-            self.labels["id"] = np.arange(len(self.spectra))
+            self.labels["id"] = np.arange(n_objects)
         for name, unit in LABEL_UNITS.items():
             if name in self.labels.colnames and self.labels[name].unit is None:
                 self.labels[name].unit = unit
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
-        return len(self.spectra)
+        return len(self.labels)
 
     @property
     def n_pixels(self) -> int:
-        return self.wavelength.size
+        """Pixels per spectrum (0 for data without spectra)."""
+        return 0 if self.wavelength is None else self.wavelength.size
 
     def label_array(self, names) -> np.ndarray:
         """Labels ``names`` as a float array (n_objects, len(names)) in their physical units."""
@@ -129,11 +166,14 @@ class Dataset:
         """A new Dataset with the rows ``index`` (integer array or boolean mask)."""
         index = np.asarray(index)
         return Dataset(
-            spectra=self.spectra[index],
+            spectra=None if self.spectra is None else self.spectra[index],
             wavelength=self.wavelength,
             labels=self.labels[index],
             errors=None if self.errors is None else self.errors[index],
             provenance=dict(self.provenance),
+            images=None if self.images is None else self.images[index],
+            bands=self.bands,
+            pixel_scale_arcsec=self.pixel_scale_arcsec,
         )
 
     def summary(self) -> dict:
@@ -143,13 +183,17 @@ class Dataset:
             column = np.asarray(self.labels[name])
             if column.dtype.kind in "fi" and name != "id":
                 ranges[name] = (float(np.min(column)), float(np.max(column)))
-        return {
+        summary = {
             "n_objects": len(self),
             "n_pixels": self.n_pixels,
-            "wavelength_aa": (float(self.wavelength[0]), float(self.wavelength[-1])),
+            "wavelength_aa": None if self.wavelength is None else (float(self.wavelength[0]), float(self.wavelength[-1])),
             "label_ranges": ranges,
             "generator": self.provenance.get("generator", "unknown"),
         }
+        if self.images is not None:
+            summary.update(bands=list(self.bands), image_shape=list(self.images.shape[2:]),
+                           pixel_scale_arcsec=self.pixel_scale_arcsec)
+        return summary
 
     # ------------------------------------------------------------------ I/O
     def save(self, path) -> Path:
@@ -165,11 +209,19 @@ class Dataset:
             # "dex" has no FITS form; load() re-attaches units from LABEL_UNITS.
             warnings.simplefilter("ignore", AstropyUserWarning)
             primary = fits.PrimaryHDU(self.spectra)
-            primary.header["BUNIT"] = ("normalised flux", "flux unit")
             primary.header["ACORE"] = ("dataset", "astrocore Dataset file")
-            hdus = [primary, fits.ImageHDU(self.wavelength, name="WAVELENGTH")]
-            hdus[1].header["BUNIT"] = "Angstrom"
+            hdus = [primary]
+            if self.spectra is not None:
+                primary.header["BUNIT"] = ("normalised flux", "flux unit")
+                hdus.append(fits.ImageHDU(self.wavelength, name="WAVELENGTH"))
+                hdus[1].header["BUNIT"] = "Angstrom"
             hdus.append(fits.BinTableHDU(self.labels, name="LABELS"))
+            if self.images is not None:
+                images = fits.ImageHDU(self.images, name="IMAGES")
+                images.header["BANDS"] = (",".join(self.bands), "band names, blue to red")
+                if self.pixel_scale_arcsec is not None:
+                    images.header["PIXSCALE"] = (float(self.pixel_scale_arcsec), "arcsec per pixel")
+                hdus.append(images)
             if self.errors is not None:
                 hdus.append(fits.ImageHDU(self.errors, name="ERRORS"))
             provenance = np.frombuffer(json.dumps(self.provenance).encode(), dtype=np.uint8)
@@ -186,9 +238,15 @@ class Dataset:
 
     def _save_folder(self, path: Path) -> Path:
         tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        arrays = {"spectra": self.spectra, "wavelength": self.wavelength}
+        arrays = {}
+        if self.spectra is not None:
+            arrays.update(spectra=self.spectra, wavelength=self.wavelength)
         if self.errors is not None:
             arrays["errors"] = self.errors
+        if self.images is not None:
+            arrays.update(images=self.images, bands=np.array(self.bands, dtype=str),
+                          pixel_scale_arcsec=np.float64(np.nan if self.pixel_scale_arcsec is None
+                                                        else self.pixel_scale_arcsec))
         np.savez(tmp_dir / "spectra.npz", **arrays)
         self.labels.write(tmp_dir / "labels.ecsv", format="ascii.ecsv", overwrite=True)
         (tmp_dir / "provenance.json").write_text(json.dumps(self.provenance, indent=2))
@@ -209,23 +267,35 @@ class Dataset:
             if not (path / "spectra.npz").exists():
                 raise DataError(f"{path} is a folder without spectra.npz; not an astrocore dataset.")
             with np.load(path / "spectra.npz", allow_pickle=False) as arrays:
-                spectra = arrays["spectra"]
-                wavelength = arrays["wavelength"]
+                spectra = arrays["spectra"] if "spectra" in arrays else None
+                wavelength = arrays["wavelength"] if "wavelength" in arrays else None
                 errors = arrays["errors"] if "errors" in arrays else None
+                images = arrays["images"] if "images" in arrays else None
+                bands = tuple(str(b) for b in arrays["bands"]) if "bands" in arrays else ()
+                scale = float(arrays["pixel_scale_arcsec"]) if "pixel_scale_arcsec" in arrays else float("nan")
             labels = Table.read(path / "labels.ecsv", format="ascii.ecsv")
             provenance_file = path / "provenance.json"
             provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
-            return cls(spectra, wavelength, labels, errors, provenance)
+            return cls(spectra, wavelength, labels, errors, provenance, images, bands,
+                       None if np.isnan(scale) else scale)
         try:
             with fits.open(path, memmap=False) as hdul:
                 names = [hdu.name for hdu in hdul]
-                if "WAVELENGTH" not in names or "LABELS" not in names:
+                tagged = hdul[0].header.get("ACORE") == "dataset"  # a catalogue: labels alone
+                if "LABELS" not in names or ("WAVELENGTH" not in names and "IMAGES" not in names and not tagged):
                     raise DataError(
-                        f"{path} is FITS but not an astrocore dataset (needs WAVELENGTH and LABELS "
-                        "extensions); use astrocore.data.readers for survey files."
+                        f"{path} is FITS but not an astrocore dataset (needs a LABELS extension and "
+                        "WAVELENGTH or IMAGES); use astrocore.data.readers for survey files."
                     )
-                spectra = np.array(hdul[0].data)
-                wavelength = np.array(hdul["WAVELENGTH"].data)
+                has_spectra = "WAVELENGTH" in names
+                spectra = np.array(hdul[0].data) if has_spectra else None
+                wavelength = np.array(hdul["WAVELENGTH"].data) if has_spectra else None
+                images, bands, scale = None, (), None
+                if "IMAGES" in names:
+                    images = np.array(hdul["IMAGES"].data)
+                    header = hdul["IMAGES"].header
+                    bands = tuple(b for b in str(header.get("BANDS", "")).split(",") if b)
+                    scale = header.get("PIXSCALE")
                 labels = Table(hdul["LABELS"].data)
                 for column in hdul["LABELS"].columns:
                     if column.unit:
@@ -238,4 +308,4 @@ class Dataset:
                 )
         except OSError as error:
             raise DataError(f"{path} could not be read as FITS: {error}") from error
-        return cls(spectra, wavelength, labels, errors, provenance)
+        return cls(spectra, wavelength, labels, errors, provenance, images, bands, scale)

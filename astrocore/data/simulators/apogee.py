@@ -20,21 +20,11 @@ from functools import lru_cache
 import numpy as np
 from astropy.table import Table
 
-from .cache import cached_dataset
-from .dataset import DataError, Dataset
-from .synthesis import (
-    LineList,
-    Spectrograph,
-    Synthesizer,
-    check_snr,
-    air_to_vacuum,
-    diatomic_band_lines,
-    hydrogen_lines,
-    label_arrays,
-    pseudo_atomic_lines,
-    scaled_abundances,
-    simulated_dataset,
-)
+from ..cache import cached_dataset
+from ..dataset import DataError, Dataset
+from .linelists import LineList, air_to_vacuum, diatomic_band_lines, hydrogen_lines, pseudo_atomic_lines
+from .stellar_labels import check_snr, label_arrays, scaled_abundances, simulated_dataset
+from .synthesis import Spectrograph, Synthesizer
 
 VERSION = "apogee-synth-1.0"
 LINELIST_SEED = 15168  # fixed: the pseudo line list is part of the generator version

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import plotly.colors as pc
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from .data.dataset import LABEL_TITLES
+from ..data.dataset import LABEL_TITLES
 
 WAVELENGTH_TITLE = "Wavelength [Å]"
 FLUX_TITLE = "Normalised flux"
@@ -354,8 +356,6 @@ def example_spectra_figure(wavelength, spectra, names, offset: float = 0.6, heig
 def grid_figure(wavelength, spectra, values, value_title: str, xrange=None, offset: float = 0.0,
                 height: int = 460) -> go.Figure:
     """Spectra of one star across a parameter (e.g. Teff at fixed log g), coloured by that parameter."""
-    import plotly.colors as pc
-
     spectra = np.atleast_2d(spectra)
     values = np.asarray(values, dtype=float)
     span = max(float(values.max() - values.min()), 1e-9)
@@ -386,8 +386,6 @@ def loss_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], chance: dict[s
     Names containing "adv" go to the right panel, where ``chance`` draws each adversary's
     constant-guess level (an adversary at chance means the latent holds no trace of that parameter).
     """
-    from plotly.subplots import make_subplots
-
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Reconstruction", "Adversaries (higher = less leakage)"),
                            horizontal_spacing=0.1)
     palette = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#b83280", "#319795", "#975a16"]
@@ -472,7 +470,6 @@ def embedding_figure(coordinates, color, color_name: str, method: str, hover: li
         codes, uniques = _codes(color)
         if len(uniques) <= 12:
             data = []
-            import plotly.colors as pc
 
             palette = pc.qualitative.Safe
             for code, value in enumerate(uniques):

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.dataset import DataError, Dataset
-from ..training import LoopSettings, seed_everything, train
-from .disentangler import ACTIVATIONS, DecoderFitTask, PolynomialReader, flux_scaling, fourier_features, mlp
+from ...data.dataset import DataError, Dataset
+from ...training import LoopSettings, seed_everything, train
+from .fit import DecoderFitTask, flux_scaling
+from .model import ACTIVATIONS, PolynomialReader, fourier_features, mlp
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .data import load_source, renderer_for
-from .evaluation import (MAX_KNN_OBJECTS, PROBE_KEYS, PROBE_LABELS, evaluate_disentangler, representation_scores,
-                         split_index)
-from .models.disentangler import MODES, DisentanglerConfig, fit
-from .models.emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
+from ...data import load_source, renderer_for
+from ...evaluation import MAX_KNN_OBJECTS, PROBE_KEYS, PROBE_LABELS, representation_scores, split_index
+from .evaluate import evaluate_disentangler
+from .config import MODES, DisentanglerConfig
+from .fit import fit
+from .emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
 
 # What the bench keeps of each run's evaluation, per mode.
 RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "recon_mse_by_cp", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")

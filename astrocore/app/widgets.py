@@ -1,11 +1,11 @@
 """Streamlit widgets shared by several pages. Widgets only: the logic they show (slider ranges,
-snapping, extrapolation messages) lives in :mod:`astrocore.app_logic` and is tested there.
+snapping, extrapolation messages) lives in :mod:`astrocore.app.spectra` and is tested there.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from . import app_logic as logic
+from . import spectra as logic
 
 EXTRAPOLATION_NOTE = "The decoder has never seen such stars; treat the generated spectrum with caution."
 

@@ -1,0 +1,1 @@
+"""Simulators: pure functions of (parameters, seed) that return a :class:`~astrocore.data.Dataset`."""
