@@ -45,3 +45,13 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert main(["train", "disentangle", "--data", str(bad), "--out", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         main(["train", "disentangle", "--mode", "wgan"])
+
+
+def test_user_mistakes_are_named_not_tracebacks(tmp_path, capsys):
+    assert main(["train", "disentangle", "--set", "latent_dimm=6", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "latent_dimm" in err and "latent_dim" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["data", "make", "apogee", "--n-stars", "0", "--out", str(tmp_path / "x.fits")])
+    assert "--n-stars: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.fits").exists()

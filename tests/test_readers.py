@@ -193,10 +193,9 @@ def test_gandalf_round_trip(tmp_path):
     data = _small_dataset()
     folder = write_gandalf_folder(data, tmp_path / "gandalf")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "X.npy", "axis_labels.npy", "errors.npy", "ids.npy", "params.npy", "provenance.json",
-        "wavelength.npy"]
-    assert list(np.load(folder / "axis_labels.npy")) == ["Teff", "logg", "[M/H]", "[alpha/Fe]",
-                                                         "snr"]
+        "X.npy", "axis_labels.npy", "errors.npy", "ids.npy", "param_names.npy", "params.npy", "provenance.json"]
+    np.testing.assert_array_equal(np.load(folder / "axis_labels.npy"), data.wavelength)  # GANDALF's layout
+    assert list(np.load(folder / "param_names.npy")) == ["Teff", "logg", "[M/H]", "[alpha/Fe]", "snr"]
     back = read_gandalf_folder(folder)
     again = read_spectra(folder)
     for loaded in (back, again):
@@ -437,3 +436,26 @@ def test_standard_label_names():
     assert [standard_label_name(n) for n in ("Teff", "logg", "[M/H]", "[alpha/Fe]", "FE_H",
                                              "ALPHA_M", "S/N")] == \
         ["teff", "logg", "feh", "afe", "feh", "afe", "s_n"]
+
+
+def test_a_folder_in_gandalfs_own_layout_loads_as_it_is(tmp_path):
+    """GANDALF keeps the wavelength axis in axis_labels.npy and unnamed Teff, log g columns in params.npy."""
+    from astrocore.data.readers import read_gandalf_folder, read_spectra, write_gandalf_folder
+
+    rng = np.random.default_rng(1)
+    wavelength = np.linspace(15150.0, 16950.0, 50)
+    folder = tmp_path / "gandalf"
+    folder.mkdir()
+    np.save(folder / "X.npy", 1.0 - 0.1 * rng.random((6, 50)).astype(np.float32))
+    np.save(folder / "params.npy", np.column_stack([np.linspace(4000, 5000, 6), np.linspace(1, 3, 6)]))
+    np.save(folder / "ids.npy", np.arange(6))
+    np.save(folder / "axis_labels.npy", wavelength)
+    dataset = read_spectra(folder)
+    np.testing.assert_allclose(dataset.wavelength, wavelength)
+    assert {"teff", "logg"} <= set(dataset.labels.colnames) and dataset.labels["teff"][-1] == 5000
+    # astrocore writes the same layout back, and reads its own folder again.
+    write_gandalf_folder(dataset, tmp_path / "again")
+    np.testing.assert_allclose(np.load(tmp_path / "again" / "axis_labels.npy"), wavelength)
+    back = read_gandalf_folder(tmp_path / "again")
+    np.testing.assert_allclose(back.spectra, dataset.spectra)
+    np.testing.assert_allclose(back.labels["logg"], dataset.labels["logg"])

@@ -33,6 +33,8 @@ _ALIAS_LOOKUP = {alias.replace(" ", ""): name for name, aliases in _ALIASES.item
                  for alias in aliases}
 # GANDALF's axis_labels for the standard labels (used when writing).
 _GANDALF_NAMES = {"teff": "Teff", "logg": "logg", "feh": "[M/H]", "afe": "[alpha/Fe]"}
+# GANDALF's params.npy columns, in order, when a folder does not name them.
+_GANDALF_ORDER = ("teff", "logg", "feh", "afe")
 
 
 def standard_label_name(name) -> str:

@@ -15,7 +15,8 @@ from astropy.table import Table
 from ..dataset import DataError, Dataset
 from ..simulators.apogee_grid import APOGEE_N_PIXELS, apogee_wavelength
 from .apogee import _NPZ_FLUX_KEYS, _NPZ_LABEL_RENAMES
-from .common import _GANDALF_NAMES, _check_file, _count, _dataset, _fail, _label_table, _provenance, _sanity_wavelength
+from .common import (_GANDALF_NAMES, _GANDALF_ORDER, _check_file, _count, _dataset, _fail, _label_table, _provenance,
+                     _sanity_wavelength)
 
 
 def read_npz(path, wavelength=None) -> Dataset:
@@ -121,10 +122,13 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
     """Read a GANDALF-format folder.
 
     Files: ``X.npy`` (n, n_pix) spectra; ``params.npy`` (n, n_params) labels; ``ids.npy`` (n,);
-    ``axis_labels.npy`` (n_params,) label names (``Teff``, ``logg``, ``[M/H]``, ``[alpha/Fe]`` ->
-    teff, logg, feh, afe; others lower-cased); optional ``wavelength.npy`` (Angstrom), optional
-    ``errors.npy`` / ``X_err.npy`` (n, n_pix) and ``provenance.json``. Without
-    ``wavelength.npy`` the ``wavelength`` argument is required. Only ``X.npy`` is mandatory.
+    ``axis_labels.npy``: in GANDALF's own layout the wavelength axis of X (n_pix numbers, Angstrom),
+    in folders written by older astrocore versions the label names. Label names come from
+    ``param_names.npy`` when present (``Teff``, ``logg``, ``[M/H]``, ``[alpha/Fe]`` -> teff, logg,
+    feh, afe; others lower-cased), else GANDALF's order of its conditional parameters (Teff, log g,
+    [M/H], [alpha/Fe]) for up to four columns. Optional ``wavelength.npy`` (Angstrom), ``errors.npy``
+    / ``X_err.npy`` (n, n_pix) and ``provenance.json``. Without a wavelength axis in the folder the
+    ``wavelength`` argument is required. Only ``X.npy`` is mandatory.
     """
     path = Path(path)
     if not path.exists():
@@ -148,9 +152,15 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
         rows = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
         raise _fail(path / "X.npy", f"NaN or infinite flux in {_count(rows.size)} (first: "
                                     f"row {rows[0]}).")
+    axis_labels = _load_npy(path / "axis_labels.npy", allow_pickle).ravel() \
+        if (path / "axis_labels.npy").exists() else None
+    # GANDALF's axis_labels.npy is the wavelength axis; older astrocore folders kept label names there.
+    axis_is_wavelength = axis_labels is not None and axis_labels.dtype.kind in "fiu" and axis_labels.size == n_pix
     if (path / "wavelength.npy").exists():
         wl = _load_npy(path / "wavelength.npy", allow_pickle)
         source = "wavelength.npy"
+    elif axis_is_wavelength:
+        wl, source = axis_labels, "axis_labels.npy"
     elif wavelength is not None:
         wl, source = wavelength, "argument"
     else:
@@ -173,12 +183,15 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
         if params.ndim != 2 or params.shape[0] != n:
             raise _fail(path / "params.npy", f"has shape {params.shape}; expected ({n}, n_params) "
                                              "to match X.npy.")
-        if (path / "axis_labels.npy").exists():
-            names = [str(x) for x in _load_npy(path / "axis_labels.npy", allow_pickle).ravel()]
+        names_file = path / "param_names.npy"
+        if names_file.exists() or (axis_labels is not None and not axis_is_wavelength):
+            names_file = names_file if names_file.exists() else path / "axis_labels.npy"
+            names = [str(x) for x in _load_npy(names_file, allow_pickle).ravel()]
             if len(names) != params.shape[1]:
-                raise _fail(path / "axis_labels.npy",
-                            f"has {len(names)} names {names} but params.npy has "
-                            f"{params.shape[1]} columns.")
+                raise _fail(names_file, f"has {len(names)} names {names} but params.npy has "
+                                        f"{params.shape[1]} columns.")
+        elif params.shape[1] <= len(_GANDALF_ORDER):
+            names = list(_GANDALF_ORDER[:params.shape[1]])
         else:
             names = [f"param_{i}" for i in range(params.shape[1])]
         try:
@@ -232,9 +245,11 @@ def _atomic_save(array, target: Path):
 def write_gandalf_folder(dataset: Dataset, path) -> Path:
     """Write ``dataset`` as a GANDALF folder (inverse of :func:`read_gandalf_folder`).
 
-    Writes X.npy (float32), params.npy (float64; every numeric, non-boolean label column except
-    ``id``), axis_labels.npy (teff, logg, feh, afe written as Teff, logg, [M/H], [alpha/Fe]),
-    ids.npy (integers stay integers, anything else becomes strings), wavelength.npy,
+    Writes GANDALF's layout: X.npy (float32), params.npy (float64; every numeric, non-boolean label
+    column except ``id``, the standard labels first in GANDALF's order Teff, log g, [M/H],
+    [alpha/Fe]), axis_labels.npy (the wavelength axis, Angstrom), ids.npy (integers stay integers,
+    anything else becomes strings); and two files GANDALF ignores: param_names.npy (teff, logg, feh,
+    afe written as Teff, logg, [M/H], [alpha/Fe]) and
     errors.npy when present and provenance.json. Only these files are replaced in an existing
     folder; nothing is pickled.
     """
@@ -245,7 +260,8 @@ def write_gandalf_folder(dataset: Dataset, path) -> Path:
         raise DataError(f"{path} is a file; write_gandalf_folder needs a folder path.")
     path.mkdir(parents=True, exist_ok=True)
     names, columns = [], []
-    for name in dataset.labels.colnames:
+    standard = [name for name in ("teff", "logg", "feh", "afe") if name in dataset.labels.colnames]
+    for name in standard + [n for n in dataset.labels.colnames if n not in standard]:
         column = np.asarray(dataset.labels[name])
         if name == "id" or column.ndim != 1 or column.dtype.kind not in "fiu":
             continue
@@ -257,9 +273,10 @@ def write_gandalf_folder(dataset: Dataset, path) -> Path:
         ids = ids.astype(str)
     _atomic_save(np.asarray(dataset.spectra, dtype=np.float32), path / "X.npy")
     _atomic_save(params, path / "params.npy")
-    _atomic_save(np.asarray(names, dtype=str), path / "axis_labels.npy")
+    _atomic_save(np.asarray(dataset.wavelength, dtype=np.float64), path / "axis_labels.npy")
+    _atomic_save(np.asarray(names, dtype=str), path / "param_names.npy")
     _atomic_save(ids, path / "ids.npy")
-    _atomic_save(np.asarray(dataset.wavelength, dtype=np.float64), path / "wavelength.npy")
+    (path / "wavelength.npy").unlink(missing_ok=True)  # an older astrocore layout
     if dataset.errors is not None:
         _atomic_save(np.asarray(dataset.errors, dtype=np.float32), path / "errors.npy")
     elif (path / "errors.npy").exists():

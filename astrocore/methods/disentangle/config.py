@@ -179,6 +179,11 @@ class DisentanglerConfig:
         }
         if name not in presets:
             raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration field(s) {', '.join(unknown)}; valid fields: "
+                             f"{', '.join(sorted(known))}.")
         return cls(**{**presets[name], **overrides})
 
 
