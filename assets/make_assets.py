@@ -62,7 +62,7 @@ def _polyline(draw, xs, ys, box, y_range, colour, width=3):
 
 def spectra_picture() -> None:
     """The same chemistry re-rendered from cool to hot: the Ca II triplet region of the RVS simulator."""
-    from astrocore.data.rvs import RVS_WAVELENGTH, render_rvs
+    from astrocore.data.simulators.rvs import RVS_WAVELENGTH, render_rvs
 
     teffs = np.array([3900.0, 4500.0, 5100.0, 5700.0, 6300.0])
     spectra = render_rvs({"teff": teffs, "logg": np.full(5, 2.5), "feh": np.full(5, -0.2), "afe": np.full(5, 0.1)})
@@ -198,9 +198,9 @@ def explore_picture() -> None:
 
 def example_spectra() -> None:
     """A few simulated spectra in the formats the upload widgets read."""
-    from astrocore.data.apogee import simulate_apogee
+    from astrocore.data.simulators.apogee import simulate_apogee
     from astrocore.data.readers import write_gandalf_folder, write_table
-    from astrocore.data.rvs import simulate_rvs
+    from astrocore.data.simulators.rvs import simulate_rvs
 
     rvs = simulate_rvs(n_stars=5, seed=11, use_cache=False)
     write_table(rvs, HERE / "example_rvs_spectra.csv")
