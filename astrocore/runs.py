@@ -23,13 +23,14 @@ import shutil
 import tempfile
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .training import atomic_write_text
+from .training import TrainingCancelled, atomic_write_text
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("ASTROCORE_RUNS", "runs"))
 
@@ -201,3 +202,38 @@ def listing_lines(records: list[RunRecord], folder=None) -> list[str]:
         lines.append(f"{record.id:<44} {record.method:<11} {mode:<5} {data:<8} {record.status:<9} {record.created}  "
                      f"{recon_text}".rstrip())
     return lines
+
+
+@contextmanager
+def recording_outcome(record: RunRecord):
+    """Run the block that trains ``record``'s run: when it is cancelled or fails, ``run.json`` says so
+    (status and message) before the error goes on, so no run is left "running" by a dead process."""
+    try:
+        yield record
+    except TrainingCancelled as error:
+        record.status, record.message = "cancelled", str(error)
+        record.write()
+        raise
+    except Exception as error:
+        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
+        record.write()
+        raise
+
+
+class SavedRun:
+    """What every method's Run class shares: its record (``run.json``), id, folder and the
+    per-object arrays saved with it (``arrays.npz``, loaded without pickle)."""
+
+    record: RunRecord
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per-object arrays saved with the run (at least ``ids`` and ``split``)."""
+        return load_arrays(self.path / "arrays.npz")

@@ -8,7 +8,7 @@ background jobs, the CLI and the embedding explorer find a method only through i
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
@@ -80,3 +80,34 @@ class MethodSpec:
         if self.default_representation is not None and self.default_representation not in self.representations:
             raise ValueError(f"default_representation {self.default_representation!r} is not one of "
                              f"{sorted(self.representations)}.")
+
+
+class PresetConfig:
+    """Mixin of every method's Config dataclass: JSON round trip and named presets with checked fields.
+
+    A subclass defines ``PRESETS = {"fast": {...}, "paper": {...}}`` (field values per preset) and
+    inherits :meth:`preset`, :meth:`to_json` and :meth:`from_json`.
+    """
+
+    PRESETS: dict = {}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict):
+        """Rebuild from :meth:`to_json` output; fields a newer version dropped are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def preset(cls, name: str = "fast", **overrides):
+        """The named preset with ``overrides``; unknown preset or field names are refused with the valid ones."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose from {sorted(cls.PRESETS)}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration field(s) {', '.join(unknown)}; valid fields: "
+                             f"{', '.join(sorted(known))}.")
+        return cls(**{**cls.PRESETS[name], **overrides})
