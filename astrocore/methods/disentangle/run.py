@@ -8,14 +8,14 @@ import torch
 
 from ...data import dataset_from_source
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, load_arrays
+from ...runs import RunRecord, SavedRun
 from ...training import load_modules
 from .config import DisentanglerConfig
 from .model import Disentangler, hidden_features
 
 
 # ============================================================================ inference
-class DisentanglerRun:
+class DisentanglerRun(SavedRun):
     """A trained disentangler: encode, decode and generate in physical units."""
 
     method = "disentangle"
@@ -24,14 +24,6 @@ class DisentanglerRun:
         self.record = record
         self.model = model.eval()
         self.config = model.config
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def path(self) -> Path:
-        return self.record.path
 
     @property
     def wavelength(self) -> np.ndarray:
@@ -60,10 +52,6 @@ class DisentanglerRun:
         model = Disentangler(n_pixels, config)
         load_modules(Path(path) / "weights.safetensors", {"model": model})
         return cls(record, model)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Per-object arrays saved with the run (split, latent, recon_mse, label_<name>)."""
-        return load_arrays(self.path / "arrays.npz")
 
     def _conditional_array(self, conditional, n: int) -> np.ndarray:
         if isinstance(conditional, dict):
