@@ -15,6 +15,7 @@ from .spec import MethodSpec
 #: Method packages, in the order the app and the CLI list them. A new method adds one line here.
 METHOD_PACKAGES = (
     "astrocore.methods.disentangle",
+    "astrocore.methods.ssl",
 )
 
 _registered: dict[str, MethodSpec] = {}

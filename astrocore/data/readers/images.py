@@ -191,6 +191,8 @@ def read_band_files(sources, names=None, bands=None, hdu: int = 0) -> Dataset:
     names = list(names) if names is not None else [None] * len(sources)
     planes, found = [], []
     for source, name in zip(sources, names):
+        if isinstance(source, tuple):  # (name, bytes), as uploads arrive
+            name, source = source
         single = read_image_file(source, name, hdu=hdu)
         if single.images.shape[:2] != (1, 1):
             raise DataError(f"{single.provenance['file']}: expected one band per file; got "

@@ -1,0 +1,87 @@
+"""The SSL bench: the pretext's magnitude errors, and downstream accuracy per set, label count and
+scheme (mean and standard deviation over seeds) - the paper's low-data experiment."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import SSLConfig
+from .data import dataset_from_source, label_set_source, pretext_source
+from .evaluate import classify_one_ms
+from .fit import fit
+
+BENCH_SCHEMES = ("scratch", "frozen_pretext", "finetune_pretext", "frozen_contrastive")
+
+
+def _summary(values: list[float]) -> dict:
+    return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4), "n": len(values)}
+
+
+def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "merger", "morphology_2",
+                                          "morphology_4"),
+              label_counts=(100, 1000), seeds: int = 3, n_pretext: int = 12000, n_labelled: int = 3000,
+              runs_root=None, progress: Callable[[str], None] | None = None, survey: str = "splus",
+              schemes=BENCH_SCHEMES, overrides: dict | None = None) -> dict:
+    """Train the pretext networks (magnitudes; contrastive) once, then every downstream scheme on
+    each label set at each label count (0 = all labels) for ``seeds`` seeds. Returns the record
+    written to benchmarks/ssl_fast.json."""
+    say = progress or (lambda line: None)
+    overrides = dict(overrides or {})
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(runs_root) if runs_root else Path(scratch)
+        source = pretext_source(n_pretext, survey=survey)
+        t0 = time.perf_counter()
+        unlabelled = dataset_from_source(source)
+        simulate_s = time.perf_counter() - t0
+        say(f"pretext data: {len(unlabelled)} cutouts in {simulate_s:.0f} s")
+        pretext = {}
+        for objective in ("magnitudes", "contrastive"):
+            config = SSLConfig.preset(preset, stage="pretext", pretext=objective, **overrides)
+            pretext[objective] = fit(unlabelled, config, runs_root=root, data_source=source)
+            say(f"pretext {objective}: {pretext[objective].record.metrics['train_seconds']:.0f} s, "
+                f"MAE {pretext[objective].record.metrics['pretext_mae']:.3f} mag")
+        metrics = pretext["magnitudes"].record.metrics
+        result = {
+            "preset": preset, "survey": survey, "n_pretext_objects": len(unlabelled),
+            "n_pretext_kept": metrics["n_kept"], "n_labelled_per_set": n_labelled, "seeds": seeds,
+            "pretext_mae_per_band": metrics["pretext_mae_per_band"],
+            "photometric_error_per_band": metrics["photometric_error_per_band"],
+            "photometry_minus_true_per_band": metrics["photometry_minus_true_per_band"],
+            "contrastive_probe_mae_per_band": pretext["contrastive"].record.metrics["pretext_mae_per_band"],
+            "pretext_train_s": {k: run.record.metrics["train_seconds"] for k, run in pretext.items()},
+            "simulate_pretext_s": round(simulate_s, 1),
+        }
+        last = None
+        for name in sets:
+            labelled_source = label_set_source(name, n_labelled, survey=survey)
+            labelled = dataset_from_source(labelled_source)
+            result[name] = {}
+            for count in label_counts:
+                key = "all" if count in (0, None) else str(count)
+                per_scheme = {}
+                for scheme in schemes:
+                    scores = {"accuracy": [], "macro_f1": [], "train_s": []}
+                    for seed in range(seeds):
+                        config = SSLConfig.preset(preset, stage="downstream", scheme=scheme, seed=seed,
+                                                  n_labels=None if key == "all" else int(count), **overrides)
+                        base = pretext["contrastive" if scheme == "frozen_contrastive" else "magnitudes"]
+                        run = fit(labelled, config, runs_root=root, data_source=labelled_source,
+                                  pretext_run=base if config.uses_pretext_run else None)
+                        for metric in ("accuracy", "macro_f1"):
+                            scores[metric].append(run.record.metrics[metric])
+                        scores["train_s"].append(run.record.metrics["train_seconds"])
+                        last = run
+                    per_scheme[scheme] = {metric: _summary(values) for metric, values in scores.items()}
+                    say(f"{name} {key:>4} labels {scheme:<19} accuracy {per_scheme[scheme]['accuracy']['mean']:.3f}"
+                        f" +- {per_scheme[scheme]['accuracy']['std']:.3f}")
+                per_scheme["best"] = max(schemes, key=lambda s: per_scheme[s]["accuracy"]["mean"])
+                result[name][key] = per_scheme
+        if last is not None:
+            result["predict_one_ms"] = classify_one_ms(last, labelled.images[0])
+    result["train_s"] = round(time.perf_counter() - started, 1)
+    return result

@@ -1,0 +1,115 @@
+"""Configuration of self-supervised pre-training on cutouts: one frozen dataclass and its presets."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ...training import LR_SCHEDULES
+
+STAGES = ("pretext", "downstream")
+# What the pretext stage learns from unlabelled cutouts: the paper's magnitudes (regressed from the
+# image), a SimCLR-style contrastive objective with astronomical augmentations, or both summed.
+PRETEXT_OBJECTIVES = ("magnitudes", "contrastive", "both")
+# How the downstream classifier is trained (Martinazzo et al. 2020 section 4): from random weights,
+# a head on frozen pre-trained features, fine-tuning (head first, then every layer at a low rate),
+# a head on frozen contrastive features, or ImageNet features (only when the weights are on disk).
+SCHEMES = ("scratch", "frozen_pretext", "finetune_pretext", "frozen_contrastive", "imagenet")
+# small_vgg: a hand-sized VGG-style net (fast preset); the others are built by timm with in_chans =
+# the number of bands and pretrained=False (never downloaded).
+BACKBONES = ("small_vgg", "vgg11_bn", "vgg16_bn", "resnet10t", "resnet18")
+PRESETS = ("fast", "paper")
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """Everything that defines a pretext or downstream run. Validated on construction.
+
+    Learning rates are per Adam step; temperature is the NT-Xent softmax temperature; augmentation
+    sizes are in pixels (shift, PSF blur sigma) and in units of the band's sky noise (noise).
+    """
+
+    stage: str = "pretext"
+    pretext: str = "magnitudes"
+    scheme: str = "scratch"
+    backbone: str = "small_vgg"
+    width: int = 16  # small_vgg: channels of the first block (then 2x, 4x, 4x)
+    head_hidden: int = 128  # the paper's head: dense -> ReLU -> dropout -> output
+    dropout: float = 0.5
+    projection_dim: int = 64  # contrastive projection head output
+    temperature: float = 0.2
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    head_learning_rate: float = 3e-3
+    head_epochs: int = 30  # frozen schemes: the head's epochs; finetune: head-only epochs first
+    weight_decay: float = 1e-4
+    augment_shift: int = 2
+    augment_blur: float = 0.8
+    augment_noise: float = 1.0
+    contrastive_weight: float = 1.0  # pretext "both": weight of the contrastive term
+    max_error: float = 0.1  # the paper's photometric cut [mag]
+    n_labels: int | None = None  # downstream: labelled training objects (None: all of the training pool)
+    val_objects: int = 500  # downstream: a fixed validation set
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1  # pretext only
+    epochs: int = 10
+    # Downstream: optimiser steps at least (the classifier on cutouts; fine-tuning's all-layers phase
+    # takes 3/4 of it), however few the labels: 100 labels make one batch per epoch.
+    min_steps: int = 200
+    batch_size: int = 128
+    patience: int | None = None
+    lr_schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        checks = {"stage": STAGES, "pretext": PRETEXT_OBJECTIVES, "scheme": SCHEMES, "backbone": BACKBONES,
+                  "lr_schedule": LR_SCHEDULES}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+        positive = ("width", "head_hidden", "projection_dim", "epochs", "batch_size", "val_objects")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.head_epochs < 0 or self.min_steps < 0:
+            raise ValueError("head_epochs and min_steps must be >= 0.")
+        if self.head_epochs < 0:
+            raise ValueError(f"head_epochs must be >= 0; got {self.head_epochs}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature}.")
+        if min(self.learning_rate, self.finetune_learning_rate, self.head_learning_rate) <= 0:
+            raise ValueError("learning rates must be > 0.")
+        if self.n_labels is not None and int(self.n_labels) < 2:
+            raise ValueError(f"n_labels must be at least 2 (or None for all); got {self.n_labels}.")
+        if not 0 < self.test_fraction < 0.9 or not 0 <= self.val_fraction < 0.5:
+            raise ValueError("test_fraction must be in (0, 0.9) and val_fraction in [0, 0.5).")
+        if self.max_error <= 0:
+            raise ValueError(f"max_error must be > 0 mag; got {self.max_error}.")
+
+    @property
+    def uses_pretext_run(self) -> bool:
+        """Whether a downstream run starts from a pre-trained run's backbone."""
+        return self.stage == "downstream" and self.scheme in ("frozen_pretext", "finetune_pretext",
+                                                              "frozen_contrastive")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict) -> "SSLConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def preset(cls, name: str = "fast", **overrides) -> "SSLConfig":
+        """``fast``: a small VGG-style net, minutes on 2 CPU cores (the app's default);
+        ``paper``: the published VGG-16-style backbone and schedule, for a GPU."""
+        presets = {
+            "fast": dict(backbone="small_vgg", width=16, head_hidden=128, epochs=10, batch_size=128),
+            "paper": dict(backbone="vgg16_bn", head_hidden=512, epochs=100, batch_size=64, learning_rate=1e-4,
+                          finetune_learning_rate=1e-5, head_epochs=10, lr_schedule="constant", patience=10),
+        }
+        if name not in presets:
+            raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}.")
+        return cls(**{**presets[name], **overrides})
