@@ -25,10 +25,17 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
                                           "morphology_4"),
               label_counts=(100, 1000), seeds: int = 3, n_pretext: int = 12000, n_labelled: int = 3000,
               runs_root=None, progress: Callable[[str], None] | None = None, survey: str = "splus",
-              schemes=BENCH_SCHEMES, overrides: dict | None = None) -> dict:
+              schemes=BENCH_SCHEMES, overrides: dict | None = None, main_set: str = "star_galaxy_quasar",
+              main_seeds: int | None = None, main_label_counts=None, pretext_epochs: int | None = None,
+              contrastive_objects: int | None = None, downstream_overrides: dict | None = None) -> dict:
     """Train the pretext networks (magnitudes; contrastive) once, then every downstream scheme on
     each label set at each label count (0 = all labels) for ``seeds`` seeds. Returns the record
-    written to benchmarks/ssl_fast.json."""
+    written to benchmarks/ssl_fast.json.
+
+    ``main_set`` may get more seeds (``main_seeds``) and label counts (``main_label_counts``) than the
+    others; ``contrastive_objects`` trains the contrastive network on the first that many cutouts
+    (it costs two augmented views per cutout); ``downstream_overrides`` change the downstream
+    configs only (e.g. a smaller batch)."""
     say = progress or (lambda line: None)
     overrides = dict(overrides or {})
     started = time.perf_counter()
@@ -41,8 +48,13 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         say(f"pretext data: {len(unlabelled)} cutouts in {simulate_s:.0f} s")
         pretext = {}
         for objective in ("magnitudes", "contrastive"):
-            config = SSLConfig.preset(preset, stage="pretext", pretext=objective, **overrides)
-            pretext[objective] = fit(unlabelled, config, runs_root=root, data_source=source)
+            config = SSLConfig.preset(preset, stage="pretext", pretext=objective, **{
+                **overrides, **({"epochs": pretext_epochs} if pretext_epochs else {})})
+            data, data_source = unlabelled, source
+            if objective == "contrastive" and contrastive_objects and contrastive_objects < len(unlabelled):
+                data = unlabelled.subset(np.arange(contrastive_objects))
+                data_source = {**source, "first": int(contrastive_objects)}
+            pretext[objective] = fit(data, config, runs_root=root, data_source=data_source)
             say(f"pretext {objective}: {pretext[objective].record.metrics['train_seconds']:.0f} s, "
                 f"MAE {pretext[objective].record.metrics['pretext_mae']:.3f} mag")
         metrics = pretext["magnitudes"].record.metrics
@@ -54,6 +66,8 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
             "photometry_minus_true_per_band": metrics["photometry_minus_true_per_band"],
             "contrastive_probe_mae_per_band": pretext["contrastive"].record.metrics["pretext_mae_per_band"],
             "pretext_train_s": {k: run.record.metrics["train_seconds"] for k, run in pretext.items()},
+            "pretext_epochs": pretext["magnitudes"].config.epochs,
+            "contrastive_objects": min(contrastive_objects or len(unlabelled), len(unlabelled)),
             "simulate_pretext_s": round(simulate_s, 1),
         }
         last = None
@@ -61,14 +75,16 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
             labelled_source = label_set_source(name, n_labelled, survey=survey)
             labelled = dataset_from_source(labelled_source)
             result[name] = {}
-            for count in label_counts:
+            is_main = name == main_set
+            for count in (main_label_counts if is_main and main_label_counts else label_counts):
                 key = "all" if count in (0, None) else str(count)
                 per_scheme = {}
                 for scheme in schemes:
                     scores = {"accuracy": [], "macro_f1": [], "train_s": []}
-                    for seed in range(seeds):
+                    for seed in range(main_seeds if is_main and main_seeds else seeds):
                         config = SSLConfig.preset(preset, stage="downstream", scheme=scheme, seed=seed,
-                                                  n_labels=None if key == "all" else int(count), **overrides)
+                                                  n_labels=None if key == "all" else int(count),
+                                                  **{**overrides, **(downstream_overrides or {})})
                         base = pretext["contrastive" if scheme == "frozen_contrastive" else "magnitudes"]
                         run = fit(labelled, config, runs_root=root, data_source=labelled_source,
                                   pretext_run=base if config.uses_pretext_run else None)

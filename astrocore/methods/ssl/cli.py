@@ -95,7 +95,11 @@ def cmd_bench(args) -> int:
     results = bench_ssl(preset=args.preset, sets=args.sets.split(","),
                         label_counts=[int(v) for v in args.labels.split(",")], seeds=args.seeds,
                         n_pretext=args.n_pretext, n_labelled=args.n_labelled, runs_root=args.runs,
-                        progress=lambda line: print(line, file=sys.stderr, flush=True))
+                        progress=lambda line: print(line, file=sys.stderr, flush=True), main_set=args.main_set,
+                        main_seeds=args.main_seeds,
+                        main_label_counts=[int(v) for v in args.main_labels.split(",")] if args.main_labels else None,
+                        pretext_epochs=args.pretext_epochs, contrastive_objects=args.contrastive_objects,
+                        downstream_overrides=overrides(args.downstream_set))
     print(write_json(args.json, results))
     return 0
 
@@ -154,6 +158,14 @@ def add_commands(groups) -> None:
     bench.add_argument("--seeds", type=positive_int, default=3)
     bench.add_argument("--n-pretext", type=positive_int, default=12000)
     bench.add_argument("--n-labelled", type=positive_int, default=3000)
+    bench.add_argument("--main-set", default="star_galaxy_quasar", help="the set that gets --main-seeds/--main-labels")
+    bench.add_argument("--main-seeds", type=positive_int, default=None)
+    bench.add_argument("--main-labels", default=None, help="label counts of the main set (default: --labels)")
+    bench.add_argument("--pretext-epochs", type=positive_int, default=None)
+    bench.add_argument("--contrastive-objects", type=positive_int, default=None,
+                       help="train the contrastive network on the first N cutouts only")
+    bench.add_argument("--downstream-set", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides of the downstream runs, e.g. batch_size=64 min_steps=120")
     bench.add_argument("--runs", default=None, help="keep the bench's runs here (default: a temporary folder)")
     bench.add_argument("--json", default=None)
     bench.set_defaults(handler=cmd_bench)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ...data.dataset import DataError, Dataset
 from ...data.simulators.cutouts import LABEL_SETS, label_set, simulate_cutouts
 
@@ -40,7 +42,15 @@ def file_source(path) -> dict:
 
 
 def dataset_from_source(source: dict) -> Dataset:
-    """Rebuild the cutouts a run was trained on (simulated sets come from the on-disk cache)."""
+    """Rebuild the cutouts a run was trained on (simulated sets come from the on-disk cache);
+    ``"first": N`` in the source keeps the first N cutouts."""
+    dataset = _full_dataset(source)
+    if source.get("first"):
+        return dataset.subset(np.arange(min(int(source["first"]), len(dataset))))
+    return dataset
+
+
+def _full_dataset(source: dict) -> Dataset:
     kind, params = source.get("kind"), dict(source.get("params", {}))
     if kind == "simulator" and source.get("generator") == "cutouts":
         if "r_range" in params:
