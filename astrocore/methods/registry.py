@@ -15,7 +15,9 @@ from .spec import MethodSpec
 #: Method packages, in the order the app and the CLI list them. A new method adds one line here.
 METHOD_PACKAGES = (
     "astrocore.methods.disentangle",
+    "astrocore.methods.dann",
     "astrocore.methods.ssl",
+    "astrocore.methods.batmm",
 )
 
 _registered: dict[str, MethodSpec] = {}
