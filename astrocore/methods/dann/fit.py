@@ -1,0 +1,240 @@
+"""Training a DANN (or its source-only / oracle baselines) with the shared loop, and :func:`fit`,
+which splits the data, trains, picks the checkpoint and saves the run.
+
+Rows: source rows (labelled models) split 0 train / 1 validation; target rows ("observed",
+labels kept for evaluation only) split 0 adaptation pool (unlabelled in training) / 2 test.
+The oracle trains on the labelled target pool instead (its validation: part of that pool).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix, f1_score
+from torch.nn import functional as F
+
+from ...data.dataset import DataError, Dataset
+from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
+from ...training import LoopSettings, TrainingCancelled, pick_device, save_modules, seed_everything, train
+from ...data.simulators.nebulae import CLASSES
+from .config import DannConfig
+from .model import DannNetwork, lambda_at
+from .run import DannRun, source_from_dataset
+from .validation import pick, rank_correlations, validator_scores
+
+
+# ============================================================================ data
+def feature_matrix(labels, features) -> np.ndarray:
+    """The log ratios ``features`` of a labels table as float32 (n, n_features), NaN kept."""
+    return np.column_stack([np.asarray(labels[name], dtype=np.float32) for name in features])
+
+
+def split_rows(labels, config: DannConfig) -> np.ndarray:
+    """0 train / 1 validation (source) / 2 test (target), reproducible from ``config.seed``."""
+    rng = np.random.default_rng(config.seed + 17)
+    target = np.asarray(labels["domain"]) == "target"
+    split = np.zeros(len(labels), np.int8)
+    draw = rng.uniform(size=len(labels))
+    split[~target & (draw < config.val_fraction)] = 1
+    split[target & (draw < config.target_test_fraction)] = 2
+    return split
+
+
+def classification_metrics(true: np.ndarray, predicted: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-class recall and the confusion matrix (rows: true HII, PN, SNR)."""
+    true, predicted = np.asarray(true, int), np.asarray(predicted, int)
+    confusion = confusion_matrix(true, predicted, labels=np.arange(len(CLASSES)))
+    totals = confusion.sum(1)
+    recall = {name: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i, name in enumerate(CLASSES)}
+    return {"accuracy": float((true == predicted).mean()) if len(true) else None,
+            "macro_f1": float(f1_score(true, predicted, labels=np.arange(len(CLASSES)), average="macro",
+                                       zero_division=0)),
+            "recall": recall, "confusion": confusion.tolist(), "n": int(len(true))}
+
+
+# ============================================================================ training task
+class DannTask:
+    """One optimiser step of the label loss (+ the domain loss through gradient reversal)."""
+
+    monitor = "val_loss"
+
+    def __init__(self, network: DannNetwork, target_x: np.ndarray | None, total_steps: int):
+        self.network = network
+        self.config = network.config
+        self.modules = {"network": network}
+        self.optimizers = {"network": torch.optim.Adam(network.parameters(), lr=self.config.learning_rate,
+                                                       weight_decay=self.config.weight_decay)}
+        self.target_x = None if target_x is None else torch.as_tensor(target_x)
+        self.total_steps = max(1, total_steps)
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(self.config.seed + 5)
+        self.source_prior = None  # class frequencies of the training rows (set by fit)
+        self.target_prior = None  # running mean of the target predictions
+
+    def _source_weights(self, y: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor | None:
+        """Per-row weights of the source rows in the domain loss (class_weighting="estimated")."""
+        if self.config.class_weighting == "none" or self.source_prior is None:
+            return None
+        with torch.no_grad():
+            batch_prior = torch.softmax(target_logits, -1).mean(0).cpu()
+            self.target_prior = batch_prior if self.target_prior is None else 0.95 * self.target_prior + 0.05 * batch_prior
+            ratio = (self.target_prior / self.source_prior).to(y.device)
+            weights = ratio[y]
+            return weights / weights.mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+        network, config = self.network, self.config
+        x, y = batch["x"], batch["y"]
+        if config.noise_sigma > 0:  # noise injection into the (source) training features, dex
+            x = x + config.noise_sigma * torch.randn(x.shape, generator=self.generator).to(x.device)
+        features = network.features(x)
+        label_loss = F.cross_entropy(network.classifier(features), y)
+        loss, metrics = label_loss, {"label_loss": float(label_loss.detach())}
+        if network.domain_head is not None and self.target_x is not None:
+            strength = lambda_at(self.step / self.total_steps, config)
+            pick_rows = torch.randint(len(self.target_x), (len(x),), generator=self.generator)
+            target_features = network.features(self.target_x[pick_rows].to(x.device))
+            logits = network.domain_logits(torch.cat([features, target_features]), strength)
+            domain = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(x.device)
+            weights = self._source_weights(y, network.classifier(target_features))
+            if weights is not None:
+                weights = torch.cat([weights, torch.ones(len(x), device=x.device)])
+            domain_loss = F.binary_cross_entropy_with_logits(logits, domain, weight=weights)
+            loss = loss + domain_loss
+            accuracy = ((logits > 0).float() == domain).float().mean()
+            metrics.update(domain_loss=float(domain_loss.detach()), domain_accuracy=float(accuracy), strength=strength)
+        self.optimizers["network"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["network"].step()
+        self.step += 1
+        metrics["loss"] = float(loss.detach())
+        return metrics
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        logits = self.network(batch["x"])
+        return {"loss": float(F.cross_entropy(logits, batch["y"])),
+                "accuracy": float((logits.argmax(1) == batch["y"]).float().mean())}
+
+
+def _snapshot(network: DannNetwork) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+# ============================================================================ fit
+def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict], None] | None = None,
+        runs_root=None, run_id: str | None = None, data_source: dict | None = None,
+        should_stop: Callable[[], bool] | None = None, resume: bool = False) -> DannRun:
+    """Train ``config.mode`` on a nebula dataset (source + target rows; see
+    :func:`astrocore.data.simulators.nebulae_observe.simulate_nebulae`) and save the run."""
+    labels = dataset.labels
+    missing = [name for name in ("domain", "class_index", *config.features) if name not in labels.colnames]
+    if missing:
+        raise DataError(f"A nebula dataset needs columns {missing}; it has {labels.colnames[:12]}...")
+    seed_everything(config.seed)
+    x = feature_matrix(labels, config.features)
+    y = np.asarray(labels["class_index"], np.int64)
+    target = np.asarray(labels["domain"]) == "target"
+    finite = np.isfinite(x).all(1)
+    split = split_rows(labels, config)
+    source_train = np.flatnonzero(~target & (split == 0) & finite)
+    source_val = np.flatnonzero(~target & (split == 1) & finite)
+    target_pool = np.flatnonzero(target & (split == 0) & finite)
+    target_test = np.flatnonzero(target & (split == 2) & finite)
+    if min(len(source_train), len(target_pool), len(target_test)) < 10:
+        raise DataError(f"Too few usable rows: {len(source_train)} source, {len(target_pool)} target pool, "
+                        f"{len(target_test)} target test (need >= 10 each, with finite {', '.join(config.features)}).")
+    if config.mode == "oracle":  # labelled target rows: 85 % train, 15 % validation
+        order = np.random.default_rng(config.seed).permutation(target_pool)
+        cut = int(0.85 * len(order))
+        train_rows, val_rows = order[:cut], order[cut:]
+    else:
+        train_rows, val_rows = source_train, source_val
+
+    network = DannNetwork(config)
+    with torch.no_grad():
+        network.feature_mean.copy_(torch.as_tensor(x[train_rows].mean(0)))
+        network.feature_std.copy_(torch.as_tensor(np.maximum(x[train_rows].std(0), 1e-3)))
+    steps_per_epoch = int(np.ceil(len(train_rows) / config.batch_size))
+    task = DannTask(network, x[target_pool] if config.mode == "dann" else None, config.epochs * steps_per_epoch)
+    task.source_prior = torch.as_tensor(np.bincount(y[train_rows], minlength=3) / len(train_rows), dtype=torch.float32)
+
+    run_id = run_id or new_run_id("dann", config.mode)
+    folder = runs_dir(runs_root) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(id=run_id, path=folder, method="dann", config=config.to_json(),
+                       data=data_source or source_from_dataset(dataset))
+    if not (resume and (folder / "run.json").exists()):
+        record.write()
+
+    rng = np.random.default_rng(config.seed + 3)
+    validator_rows = rng.permutation(target_pool)[:config.validator_objects]
+    checkpoints, snapshots = [], []
+
+    def report(step, total, metrics):
+        if "seconds" in metrics:  # end of an epoch: score the checkpoint, keep its weights
+            row = {"epoch": int(metrics["epoch"]), "val_loss": metrics.get("val_loss")}
+            row.update(validator_scores(network, x[source_val], y[source_val], x[validator_rows], config.seed))
+            with torch.no_grad():  # true target accuracy: for evaluating the validators only
+                predicted = network(torch.as_tensor(x[target_test])).argmax(1).numpy()
+            row["target_accuracy"] = float((predicted == y[target_test]).mean())
+            checkpoints.append(row)
+            snapshots.append(_snapshot(network))
+            metrics = {**metrics, **{k: v for k, v in row.items() if k != "epoch"}}
+        write_progress(folder, step, total, metrics)
+        if progress is not None:
+            progress(step, total, metrics)
+
+    settings = LoopSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
+                            device=config.device, lr_schedule=config.lr_schedule)
+    started = time.perf_counter()
+    # The networks are a few thousand weights: one thread is faster than several fighting
+    # over shared cores (restored afterwards).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history = train(task, {"x": x[train_rows], "y": y[train_rows]},
+                        {"x": x[val_rows], "y": y[val_rows]} if len(val_rows) else None,
+                        settings, progress=report, checkpoint_dir=folder, resume=resume, should_stop=should_stop)
+    except TrainingCancelled as error:
+        record.status, record.message = "cancelled", str(error)
+        record.write()
+        raise
+    except Exception as error:
+        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
+        record.write()
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    train_seconds = time.perf_counter() - started
+    network.cpu()
+    chosen = pick(checkpoints, config.selection) if checkpoints else None
+    if chosen is not None:
+        network.load_state_dict(snapshots[chosen])
+    network.eval()
+    save_modules(folder / "weights.safetensors", {"network": network})
+
+    run = DannRun(record, network)
+    probability = run.predict_proba(np.nan_to_num(x, nan=0.0))
+    predicted = probability.argmax(1)
+    predicted[~finite] = -1
+    save_arrays(folder / "arrays.npz", {
+        "ids": np.asarray(labels["id"]), "split": split, "domain": target.astype(np.int8), "class_index": y,
+        "predicted": predicted, "probability": probability.astype(np.float32), "usable": finite})
+    record.history = {**history.to_dict(), "checkpoints": checkpoints}
+    record.metrics = {
+        "train_seconds": train_seconds,
+        "device": str(pick_device(config.device)),
+        "selected_epoch": None if chosen is None else checkpoints[chosen]["epoch"],
+        "target": classification_metrics(y[target_test], predicted[target_test]),
+        "source_validation": classification_metrics(y[source_val], predicted[source_val]),
+        "validators": None if chosen is None else {k: checkpoints[chosen][k] for k in checkpoints[chosen]
+                                                    if k not in ("epoch",)},
+        "validator_rank_correlation": rank_correlations(checkpoints),
+        "n_rows": {"source_train": len(source_train), "source_val": len(source_val),
+                   "target_pool": len(target_pool), "target_test": len(target_test)},
+    }
+    record.status = "done"
+    record.write()
+    return run
