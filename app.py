@@ -82,6 +82,7 @@ st.session_state["astrocore_app"] = True  # the pages use it to notice a direct 
 home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
 navigation = st.navigation([home_page, spectra_page, *method_pages, explore_page, runs_page])
 
+app_common.install_shipped_runs()
 with st.sidebar:
     folder = runs_dir()
     st.caption(f"**Device:** {device()}")

@@ -16,6 +16,8 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("astrocore-home")
     monkeypatch.setenv("ASTROCORE_CACHE", str(root / "cache"))
     monkeypatch.setenv("ASTROCORE_RUNS", str(root / "runs"))
+    # The app would copy its shipped models into the runs folder; tests that want them say so.
+    monkeypatch.setenv("ASTROCORE_SHIPPED_RUNS", "0")
     return root
 
 

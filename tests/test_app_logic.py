@@ -342,7 +342,7 @@ def test_zoom_presets_and_gaps():
     presets = plots.zoom_presets(apogee)
     assert "Al I 16719-16763" in presets and plots.default_zoom(apogee) == "Mg I 15740-15766"
     assert all(presets["Full range"][0] <= low < high <= presets["Full range"][1] for low, high in presets.values())
-    wl, (flux,) = plots._gapped(apogee, np.ones_like(apogee))
+    wl, (flux,) = plots.gapped(apogee, np.ones_like(apogee))
     assert np.isnan(flux).sum() == 2  # the two chip gaps
     mg = [line for line in plots.lines_for(apogee) if line.label.startswith("Mg I 15749")][0]
     assert 15752 < mg.wavelength < 15754  # drawn at its vacuum wavelength

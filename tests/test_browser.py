@@ -86,7 +86,7 @@ def streamlit_server(home: Path, extra_env: dict | None = None):
     yields the base URL and stops the server (its whole process group) afterwards."""
     port = _free_port()
     env = {**os.environ, "ASTROCORE_RUNS": str(home / "runs"), "ASTROCORE_CACHE": str(home / "cache"),
-           **(extra_env or {})}
+           "ASTROCORE_SHIPPED_RUNS": "0", **(extra_env or {})}
     log = open(home / "streamlit.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",

@@ -421,3 +421,18 @@ def test_page_state_through_lasso_click_union_and_clear():
     state["explore_skip_event"] = True  # e.g. another run: the chart's old event means nothing
     explore.apply_chart_event(state, lasso(-5, 5, (0, 1, 2, 3)), coordinates)
     assert state["explore_rows"] == [] and "explore_skip_event" not in state
+
+
+def test_explorer_spectra_break_at_detector_gaps():
+    from astrocore.data.simulators.apogee_grid import apogee_wavelength
+
+    wavelength = apogee_wavelength()
+    spectra = np.ones((4, wavelength.size), np.float32)
+    neighbours = explore_figures.neighbours_figure(wavelength, spectra[0], spectra, [1, 2], ["q", "a", "b"],
+                                                   offset=0.1, xrange=(15700.0, 15800.0))
+    for trace in neighbours.data:
+        assert int(np.isnan(np.asarray(trace.x, float)).sum()) == 2  # three chips, two gaps
+    assert list(neighbours.layout.xaxis.range) == [15700.0, 15800.0]
+    assert np.nanmax(neighbours.data[2].y) == pytest.approx(0.8)  # the second neighbour sits 2 x 0.1 lower
+    selection = explore_figures.selection_spectra_figure(wavelength, spectra, np.array([0, 1]))
+    assert all(int(np.isnan(np.asarray(trace.y, float)).sum()) == 2 for trace in selection.data)

@@ -32,6 +32,7 @@ def app_env(app_home, monkeypatch):
     monkeypatch.setenv("ASTROCORE_CACHE", str(app_home / "cache"))
     monkeypatch.setenv("ASTROCORE_DEFAULT_NSTARS", "3")
     monkeypatch.setenv("ASTROCORE_DEFAULT_EPOCHS", "2")
+    monkeypatch.setenv("ASTROCORE_SHIPPED_RUNS", "0")  # these tests cover training the default model on a first visit
     return app_home
 
 

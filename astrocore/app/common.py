@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,15 @@ from ..data import SIMULATORS, dataset_from_source, renderer_for, source_for
 from ..data.dataset import LABEL_TITLES, DataError, Dataset
 from ..methods import registry
 from ..methods.registry import load_run as load
-from ..runs import RunRecord, list_runs, read_history
+from ..runs import RunRecord, list_runs, read_history, runs_dir
 from ..training import device_description as describe
 
 STANDARD_LABELS = ("teff", "logg", "feh", "afe")
 MODE_TITLES = {"noat": "noAT", "at": "AT", "mdat": "mdAT"}
 DEFAULT_RUN_PREFIX = "default-"
+#: Trained models shipped with astrocore (made by assets/make_default_model.py); the app copies
+#: them into the runs folder so a first visit opens a working model without training.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "shipped"
 MAX_UPLOAD_MB = 200
 
 
@@ -46,6 +50,25 @@ def default_model_settings() -> dict:
         "epochs": env_int("ASTROCORE_DEFAULT_EPOCHS", 10),
         "run_id": f"{DEFAULT_RUN_PREFIX}{data}-mdat",
     }
+
+
+def install_shipped_runs(folder=None) -> list[str]:
+    """Copy each shipped run that the runs folder lacks into it (unless $ASTROCORE_SHIPPED_RUNS is
+    0); returns the ids copied. A shipped run deleted from the runs folder comes back next time."""
+    if os.environ.get("ASTROCORE_SHIPPED_RUNS", "1") == "0" or not SHIPPED_DIR.is_dir():
+        return []
+    root = runs_dir(folder)
+    copied = []
+    for shipped in sorted(SHIPPED_DIR.iterdir()):
+        target = root / shipped.name
+        if not (shipped / "run.json").exists() or target.exists():
+            continue
+        partial = root / f".{shipped.name}.installing"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(shipped, partial)
+        os.replace(partial, target)  # whole or not at all: a reader never sees half a run
+        copied.append(shipped.name)
+    return copied
 
 
 def device_description() -> str:

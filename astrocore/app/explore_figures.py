@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .explore import COLUMN_TITLES, ExploreData, ExploreError, colour_kind
-from .plots import FLUX_TITLE, WAVELENGTH_TITLE
+from .plots import FLUX_TITLE, WAVELENGTH_TITLE, gapped
 
 
 def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=None, shown: np.ndarray | None = None,
@@ -127,7 +127,9 @@ def selection_spectra_figure(wavelength, spectra, index, height: int = 380):
     """Median and 16-84 % band of the selection against the rest. SVG lines (not WebGL): the
     browser draws six lines of a few thousand points faster than it sets up a WebGL context."""
     stats = band_statistics(spectra, index)
-    wavelength = np.asarray(wavelength, np.float32)
+    # NaN at detector gaps, so no line or band bridges them.
+    stats = {name: tuple(gapped(wavelength, *values)[1]) for name, values in stats.items()}
+    wavelength = gapped(wavelength)[0]
     colours = {"selection": ("#dd6b20", "rgba(221,107,32,0.25)"), "rest": ("#4a5568", "rgba(74,85,104,0.18)")}
     figure = go.Figure()
     n_sel = len(np.asarray(index))
@@ -183,18 +185,23 @@ def label_histograms_figure(data: ExploreData, index, columns=None, height: int 
     return figure
 
 
-def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0.0, height: int = 380):
+def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0.0, height: int = 380,
+                      xrange: tuple[float, float] | None = None):
     """The query spectrum (black) with its neighbours' spectra; ``query`` is a flux array (a row of
-    ``spectra`` or an uploaded spectrum on the same grid); ``names`` are the query's then the rows'."""
-    wavelength = np.asarray(wavelength, np.float32)
+    ``spectra`` or an uploaded spectrum on the same grid); ``names`` are the query's then the rows'.
+    ``offset`` shifts each neighbour down by that much flux, ``xrange`` [Å] zooms on a window; lines
+    break at detector gaps."""
+    axis, (query_flux,) = gapped(wavelength, query)
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=wavelength, y=np.asarray(query, np.float32), mode="lines",
+    figure.add_trace(go.Scatter(x=axis, y=query_flux, mode="lines",
                                 name=f"{names[0]} (query)", line=dict(color="#000", width=1.6)))
     for i, row in enumerate(rows):
-        figure.add_trace(go.Scatter(x=wavelength, y=np.asarray(spectra[int(row)], np.float32) + offset * (i + 1),
-                                    mode="lines", name=names[i + 1], line=dict(width=1), opacity=0.7))
+        flux = gapped(wavelength, np.asarray(spectra[int(row)], np.float32) - offset * (i + 1))[1][0]
+        figure.add_trace(go.Scatter(x=axis, y=flux, mode="lines", name=names[i + 1], line=dict(width=1),
+                                    opacity=0.8))
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=60, r=20, t=30, b=45),
-                         xaxis=dict(title=WAVELENGTH_TITLE, showline=True, mirror=True, linecolor="#444"),
+                         xaxis=dict(title=WAVELENGTH_TITLE, showline=True, mirror=True, linecolor="#444",
+                                    **({"range": list(xrange)} if xrange else {})),
                          yaxis=dict(title=FLUX_TITLE, showline=True, mirror=True, linecolor="#444"),
                          legend=dict(orientation="v", x=1.01, y=1), meta={"linked": "neighbours"})
     return figure

@@ -210,7 +210,15 @@ def show_neighbours(view: ExploreView, query, query_name: str, found, distances,
                    column_config={"distance": st.column_config.NumberColumn(format="%.4g")})
     if view.data.spectra is not None and query is not None:
         names = [query_name] + [f"{view.data.ids[r]} (d = {d:.3g})" for r, d in zip(found, distances)]
-        right.plotly_chart(explore_figures.neighbours_figure(view.data.wavelength, query, view.data.spectra, found, names),
+        presets = plots.zoom_presets(view.data.wavelength)
+        if st.session_state.get("explore_nn_zoom") not in presets:
+            st.session_state.explore_nn_zoom = plots.default_zoom(view.data.wavelength)
+        controls = right.columns([3, 2])
+        zoom = controls[0].selectbox("Zoom on", list(presets), key="explore_nn_zoom")
+        offset = controls[1].slider("Offset between spectra", 0.0, 0.5, 0.1, 0.05, key="explore_nn_offset",
+                                    help="Each neighbour is drawn this much lower in flux, so the lines do not overlap.")
+        right.plotly_chart(explore_figures.neighbours_figure(view.data.wavelength, query, view.data.spectra, found,
+                                                             names, offset=offset, xrange=presets[zoom]),
                            key="explore_nn_chart", config=plots.PLOTLY_CONFIG, theme=None)
     if view.data.images is not None:
         rows = ([query_row] if query_row is not None else []) + [int(r) for r in found]

@@ -178,7 +178,7 @@ def zoom_presets(wavelength) -> dict[str, tuple[float, float]]:
 
 
 # ============================================================================ helpers
-def _gapped(wavelength: np.ndarray, *fluxes):
+def gapped(wavelength: np.ndarray, *fluxes):
     """float32 copies with NaN inserted at detector gaps (steps > 5x the median), so lines do not
     bridge the APOGEE chip gaps."""
     wavelength = np.asarray(wavelength, dtype=np.float64)
@@ -245,7 +245,7 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
                          for name, flux in (residuals or {}).items()}
     names = [name for name, flux in traces.items() if flux is not None]
     residual_names = [name for name, flux in (residuals or {}).items() if flux is not None]
-    wl, fluxes = _gapped(wavelength, *[traces[n] for n in names], *[residuals[n] for n in residual_names])
+    wl, fluxes = gapped(wavelength, *[traces[n] for n in names], *[residuals[n] for n in residual_names])
     data = []
     for name, flux in zip(names, fluxes[:len(names)]):
         style = _style(name, extrapolation)
@@ -336,7 +336,7 @@ def _residual_limit(residuals, visible) -> float:
 def example_spectra_figure(wavelength, spectra, names, offset: float = 0.6, height: int = 420) -> go.Figure:
     """A few spectra stacked with a vertical offset (for "what was loaded")."""
     spectra = np.atleast_2d(spectra)
-    wl, fluxes = _gapped(wavelength, *[spectra[i] + offset * i for i in range(len(spectra))])
+    wl, fluxes = gapped(wavelength, *[spectra[i] + offset * i for i in range(len(spectra))])
     palette = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#b83280", "#319795"]
     data = [dict(type="scatter", x=wl, y=flux, name=name, mode="lines",
                  line=dict(width=1.1, color=palette[i % len(palette)]))
@@ -360,7 +360,7 @@ def grid_figure(wavelength, spectra, values, value_title: str, xrange=None, offs
     values = np.asarray(values, dtype=float)
     span = max(float(values.max() - values.min()), 1e-9)
     scale = pc.get_colorscale("RdYlBu")
-    wl, fluxes = _gapped(wavelength, *[spectra[i] + offset * i for i in range(len(spectra))])
+    wl, fluxes = gapped(wavelength, *[spectra[i] + offset * i for i in range(len(spectra))])
     data = []
     for flux, value in zip(fluxes, values):
         colour = pc.sample_colorscale(scale, [(value - values.min()) / span])[0]

@@ -499,3 +499,26 @@ def evaluation_metrics_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.Data
                 row[key] = evaluation[key]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def sample_source(record) -> dict | None:
+    """The data source of the held-out sample shipped with a run (``sample.fits`` in its folder,
+    see ``assets/make_default_model.py``), or None. It names the simulator, so the true spectrum
+    at other Teff and log g can still be rendered."""
+    path = Path(record.path) / "sample.fits"
+    if not path.exists():
+        return None
+    generator = record.data.get("generator") if record.data.get("kind") == "simulator" else None
+    return {"kind": "file", "path": str(path.resolve()), **({"generator": generator} if generator else {})}
+
+
+def training_phases(preset: str, epochs: int | None = None) -> str:
+    """What a disentangler's training will do, in words: its epochs and later phases (e.g. "10 epochs of
+    adversarial training, 200 twin-code steps, 5 epochs of decoder refit")."""
+    config = registry.get("disentangle").config_class.preset(preset, **({"epochs": int(epochs)} if epochs else {}))
+    parts = [f"{config.epochs} epochs of {'adversarial ' if config.mode != 'noat' else ''}training"]
+    if config.twin_code_steps:
+        parts.append(f"{config.twin_code_steps} twin-code steps (when the data have twins)")
+    if config.decoder_refit_epochs:
+        parts.append(f"{config.decoder_refit_epochs} epochs of decoder refit")
+    return ", ".join(parts)

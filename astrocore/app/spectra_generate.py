@@ -20,14 +20,18 @@ def generate_tab(run, record, default_settings: dict | None = None) -> None:
         st.info("The Generate view opens as soon as a model is ready.")
         return
     own_json = app_common.source_to_json(record.data)
+    sources = {"the model's training data": own_json}
+    sample = app_spectra.sample_source(record)
+    if sample is not None:  # a shipped model: its held-out sample opens at once, the full grid is simulated
+        sources = {"held-out stars shipped with the model": app_common.source_to_json(sample),
+                   "the model's whole training grid (simulated on first use)": own_json}
     loaded_json = st.session_state.get("data_source")
-    star_source = "model"
-    if loaded_json and loaded_json != own_json:
-        choice = st.radio("Stars from", ["the model's training data", "the data loaded in the Data tab"],
-                          horizontal=True, key="star_source")
-        if choice.startswith("the data loaded"):
-            star_source = "loaded"
-    source_json = own_json if star_source == "model" else loaded_json
+    if loaded_json and loaded_json not in sources.values():
+        sources["the data loaded in the Data tab"] = loaded_json
+    choice = st.radio("Stars from", list(sources), horizontal=True, key="star_source") if len(sources) > 1 \
+        else next(iter(sources))
+    source_json = sources[choice]
+    star_source = "model" if source_json == own_json else "loaded"
     try:
         dataset = get_dataset(source_json)
     except (DataError, FileNotFoundError, OSError, ValueError) as error:

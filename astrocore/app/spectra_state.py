@@ -147,10 +147,12 @@ def default_model_block(settings: dict) -> None:
     data_text = ("the simulated APOGEE-like grid" if settings["data"] == "apogee" else "simulated RVS-like spectra")
     size = (f"{settings['n_stars']} chemical fingerprints × the Teff–log g grid" if settings["data"] == "apogee"
             else f"{settings['n_stars']} stars")
-    st.info(f"**Welcome!** There is no trained model in `{runs_dir().resolve()}` yet, so a fast default mdAT model is "
-            f"being trained in the background on {data_text} ({size}, {settings['epochs']} epochs). This takes about "
-            "a minute or two on a laptop CPU and only happens once; the page switches to the model by itself. "
-            "Meanwhile, look at the data in the **Data** tab.", icon=":material/school:")
+    phases = app_spectra.training_phases(settings["preset"], settings["epochs"])
+    st.info(f"**Welcome!** There is no trained model in `{runs_dir().resolve()}` (the model shipped with astrocore "
+            f"is switched off or was removed), so a default mdAT model is being trained in the background on "
+            f"{data_text} ({size}): {phases}. The bar below shows each phase; this happens once and the page "
+            "switches to the model by itself. Meanwhile, look at the data in the **Data** tab.",
+            icon=":material/school:")
 
     @st.fragment(run_every=1.0 if status["state"] not in jobs.TERMINAL_STATES else None)
     def progress():
