@@ -1,23 +1,25 @@
 """The disentangler's configuration: one frozen dataclass, validated on construction, and its presets."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from ...training import LR_SCHEDULES
+from ..spec import PresetConfig
+from .dependence import DEPENDENCE_MEASURES
 
 MODES = ("noat", "at", "mdat")
 CP_FEATURES = ("linear", "fourier")
 CONDITIONINGS = ("concat", "film", "film-encoder")
 ENCODERS = ("mlp", "cp-polynomial")
-PRESETS = ("fast", "paper", "paper-fast")
+PRESETS = ("fast", "fast-no-twins", "paper", "paper-fast")
 ACTIVATION_NAMES = ("leaky_relu", "silu")
 
 
 # ============================================================================ configuration
 @dataclass(frozen=True)
-class DisentanglerConfig:
+class DisentanglerConfig(PresetConfig):
     """Everything that defines a disentangling run. Validated on construction.
 
     Sizes are in units of neurons; learning rates per step; lambdas are dimensionless weights of
@@ -50,6 +52,21 @@ class DisentanglerConfig:
     # encoder a standardised probe sees a within-fingerprint residual of 1 % of z's variance, which
     # took 30x to remove; the cp-polynomial encoder needs only 1x (without it, k-NN reads logg).
     twin_latent_factor: float = 1.0
+    # Whether training may read the ``fingerprint`` column (which spectra share a chemistry) at
+    # all: False hides it from the twin term and the twin codes, as for survey data where each
+    # star is seen once. The split still keeps a chemistry's spectra together when the column
+    # exists, so held-out chemistries stay unseen. The run's metrics say whether twins were used.
+    use_twins: bool = True
+    # A dependence penalty between the latent and the standardised conditional parameters on
+    # every batch (an addition to the paper; see dependence.py): none | hsic (normalised, Gaussian
+    # kernels) | dcor (bias-corrected distance correlation), weighted relative to the
+    # reconstruction MSE (only in the at / mdat modes).
+    dependence: str = "none"
+    dependence_weight: float = 0.0
+    # At the start of every epoch, reinitialise the adversaries and fit them for this many steps
+    # (batches of ``batch_size``) to the frozen latent of all training spectra, so the encoder
+    # faces fresh adversaries rather than ones it has learned to dodge. 0 disables it.
+    adversary_refit_steps: int = 0
     learning_rate: float = 1e-3
     adversary_learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # constant (paper) | cosine: decay to 1 % over the run
@@ -129,12 +146,17 @@ class DisentanglerConfig:
             "cp_features": CP_FEATURES,
             "conditioning": CONDITIONINGS,
             "encoder": ENCODERS,
+            "dependence": DEPENDENCE_MEASURES,
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
         if self.twin_weight < 0 or self.twin_latent_factor < 0:
             raise ValueError("twin_weight and twin_latent_factor must be >= 0.")
+        if self.dependence_weight < 0 or self.adversary_refit_steps < 0:
+            raise ValueError("dependence_weight and adversary_refit_steps must be >= 0.")
+        if self.dependence == "none" and self.dependence_weight > 0:
+            raise ValueError("dependence_weight > 0 needs a dependence measure (hsic or dcor).")
         if self.cp_frequencies < 1 or self.encoder_components < 1:
             raise ValueError("cp_frequencies and encoder_components must be >= 1.")
         if self.encoder != "mlp" and self.conditioning != "concat":
@@ -152,38 +174,42 @@ class DisentanglerConfig:
     def lambda_for(self, index: int) -> float:
         return self.lambdas[0] if len(self.lambdas) == 1 else self.lambdas[index]
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_json(cls, values: dict) -> "DisentanglerConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    @classmethod
-    def preset(cls, name: str = "fast", **overrides) -> "DisentanglerConfig":
-        """Named presets: ``fast`` (minutes on 2 CPU cores, improved recipe), ``paper`` (the
-        published sizes and recipe, for a GPU) and ``paper-fast`` (the published recipe with the
-        fast schedule, for like-for-like comparisons)."""
-        presets = {
-            "fast": dict(
-                latent_dim=12, latent_activation="batchnorm", scaling="standard",
-                adversary="regression", objective="bounded", lambdas=(0.1,),
-                adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
-                lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=1.0, epochs=20,
-                decoder_refit_epochs=5, twin_code_steps=200, batch_size=128, test_fraction=0.3,
-                encoder="cp-polynomial", cp_features="fourier", activation="silu",
-            ),
-            "paper": dict(epochs=200, batch_size=64),
-            "paper-fast": dict(epochs=25, batch_size=128),
-        }
-        if name not in presets:
-            raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"Unknown configuration field(s) {', '.join(unknown)}; valid fields: "
-                             f"{', '.join(sorted(known))}.")
-        return cls(**{**presets[name], **overrides})
+# Named presets: ``fast`` (minutes on 2 CPU cores, improved recipe), ``paper`` (the published sizes
+# and recipe, for a GPU) and ``paper-fast`` (the published recipe with the fast schedule).
+DisentanglerConfig.PRESETS = {
+        "fast": dict(
+            latent_dim=12, latent_activation="batchnorm", scaling="standard",
+            adversary="regression", objective="bounded", lambdas=(0.1,),
+            adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
+            lambda_warmup_epochs=3, adversary_steps=5, twin_weight=1.0, twin_latent_factor=1.0, epochs=20,
+            decoder_refit_epochs=5, twin_code_steps=200, batch_size=128, test_fraction=0.3,
+            encoder="cp-polynomial", cp_features="fourier", activation="silu",
+        ),
+        # For data without twins (no fingerprint column, e.g. survey spectra): the fast recipe
+        # without the twin term and twin codes, a small latent, a weaker adversary (lambda 0.01)
+        # and a per-batch HSIC penalty between z and the conditional parameters, which removes
+        # the Teff and log g that adversaries alone leave in z (benchmarks/README.md, "Without
+        # twins"). preset_for_data picks it for ``fast`` when the data has no fingerprint column.
+        "fast-no-twins": dict(
+            latent_dim=4, latent_activation="batchnorm", scaling="standard",
+            adversary="regression", objective="bounded", lambdas=(0.01,),
+            adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
+            lambda_warmup_epochs=3, adversary_steps=5, use_twins=False, twin_weight=0.0,
+            twin_code_steps=0, dependence="hsic", dependence_weight=0.1, epochs=20,
+            decoder_refit_epochs=5, batch_size=128, test_fraction=0.3,
+            encoder="cp-polynomial", cp_features="fourier", activation="silu",
+        ),
+        "paper": dict(epochs=200, batch_size=64),
+        "paper-fast": dict(epochs=25, batch_size=128),
+    }
 
 
+def preset_for_data(name: str, label_names) -> str:
+    """The preset to use for data with these label columns: ``fast`` becomes ``fast-no-twins``
+    when there is no ``fingerprint`` column (no spectra share a known chemistry, so the twin terms
+    cannot run and the recipe without them is the one that works). Other presets are kept as
+    asked (``paper`` stays the paper's binned discriminators)."""
+    if name == "fast" and "fingerprint" not in set(label_names):
+        return "fast-no-twins"
+    return name

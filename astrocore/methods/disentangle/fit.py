@@ -17,6 +17,7 @@ from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
 from ...training import (LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules,
                          seed_everything, train)
 from .config import DisentanglerConfig
+from .dependence import dependence
 from .model import Disentangler, PolynomialReader
 from .run import DisentanglerRun
 
@@ -27,9 +28,15 @@ class DisentanglerTask:
 
     monitor = "val_objective"
 
-    def __init__(self, model: Disentangler, twins: "TwinSampler | None" = None):
+    def __init__(self, model: Disentangler, twins: "TwinSampler | None" = None,
+                 training_arrays: dict[str, np.ndarray] | None = None):
+        """``training_arrays`` ({"flux", "cp"} of the training objects) is needed only for the
+        adversaries' refit at each epoch (``adversary_refit_steps``)."""
         self.model = model
         self.twins = twins if model.config.twin_weight > 0 else None
+        self.training_arrays = training_arrays
+        self.refitted_epoch: int | None = None
+        self.refit_loss = float("nan")  # the refitted adversaries' last loss (this epoch)
         config = model.config
         self.modules = {"model": model}
         autoencoder = [p for name, p in model.named_parameters() if not name.startswith("adversaries")]
@@ -59,6 +66,12 @@ class DisentanglerTask:
         flux, cp = batch["flux"], batch["cp"]
         scaled_flux, cp_inputs = model.scale_flux(flux), model.cp_inputs(cp)
         metrics = {}
+        if (config.adversary_refit_steps > 0 and model.adversaries and self.training_arrays is not None
+                and self.refitted_epoch != epoch):
+            self.refit_loss = self._refit_adversaries(epoch)
+            self.refitted_epoch = epoch
+        if self.refitted_epoch is not None:
+            metrics["adversary_refit"] = self.refit_loss  # every step: the loop averages per epoch
         # One encoder pass serves both players: the adversaries train on a detached copy first
         # (the encoder's weights do not change meanwhile), then the autoencoder steps against them.
         latent = model.encode_scaled(model.with_input_noise(scaled_flux), cp_inputs)
@@ -81,6 +94,10 @@ class DisentanglerTask:
             twin_latent = F.mse_loss(model.encode_scaled(model.with_input_noise(scaled_twin), twin_cp_inputs), latent)
             loss = loss + config.twin_weight * (twin + config.twin_latent_factor * twin_latent)
             metrics.update(twin=float(twin.detach()), twin_latent=float(twin_latent.detach()))
+        if self._uses_dependence():
+            penalty = dependence(config.dependence, latent, model.scale_cp(cp))
+            loss = loss + self._lambda_scale(epoch) * config.dependence_weight * penalty
+            metrics["dependence"] = float(penalty.detach())
         if model.adversaries:
             losses = model.adversary_losses(latent, cp)
             loss = loss + self._adversarial_term(losses, self._lambda_scale(epoch))
@@ -91,6 +108,40 @@ class DisentanglerTask:
         self.optimizers["autoencoder"].step()
         metrics.update(recon=float(reconstruction.detach()), loss=float(loss.detach()))
         return metrics
+
+    def _uses_dependence(self) -> bool:
+        config = self.model.config
+        return config.mode != "noat" and config.dependence != "none" and config.dependence_weight > 0
+
+    def _refit_adversaries(self, epoch: int) -> float:
+        """Reinitialise the adversaries and fit them to the frozen latent of every training
+        spectrum (``adversary_refit_steps`` batches); returns their last batch loss."""
+        model, config = self.model, self.model.config
+        device = model.flux_offset.device
+        flux = torch.as_tensor(self.training_arrays["flux"])
+        cp = torch.as_tensor(self.training_arrays["cp"])
+        model.eval()  # the batch-normalised latent with its running statistics, as probes see it
+        with torch.no_grad():
+            latent = torch.cat([
+                model.encode_scaled(model.scale_flux(flux[start:start + 4096].to(device)),
+                                    model.cp_inputs(cp[start:start + 4096].to(device)))
+                for start in range(0, len(flux), 4096)])
+        model.train()
+        cp = cp.to(device)
+        for module in model.adversaries.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        optimizer = self.optimizers["adversary"]
+        optimizer.state.clear()
+        generator = torch.Generator().manual_seed(config.seed * 7919 + epoch)
+        loss = torch.zeros(())
+        for _ in range(config.adversary_refit_steps):
+            batch = torch.randint(len(latent), (config.batch_size,), generator=generator).to(device)
+            loss = sum(model.adversary_losses(latent[batch], cp[batch]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return float(loss.detach())
 
     def _adversary_names(self) -> list[str]:
         config = self.model.config
@@ -108,6 +159,10 @@ class DisentanglerTask:
             "recon_flux_mse": float(F.mse_loss(model.unscale_flux(decoded), flux)),
         }
         objective = reconstruction
+        if self._uses_dependence():
+            penalty = dependence(model.config.dependence, latent, model.scale_cp(cp))
+            metrics["dependence"] = float(penalty)
+            objective = objective + model.config.dependence_weight * penalty
         if model.adversaries:
             losses = model.adversary_losses(latent, cp)
             for name, value in zip(self._adversary_names(), losses):
@@ -265,11 +320,14 @@ def fit(
     cp = dataset.label_array(config.conditional).astype(np.float32)
     twins = None
     # Twin consistency needs the same chemistry at several Teff/logg (a 'fingerprint' label);
-    # without it the term is switched off and the run says so.
-    if config.twin_weight > 0 and "fingerprint" in dataset.labels.colnames:
+    # without it, or with use_twins off, the term is switched off and the run says so.
+    twin_status = twins_setting(dataset, config)
+    if twin_status == "on":
         twins = TwinSampler(dataset.spectra[train_index], cp[train_index],
                             np.asarray(dataset.labels["fingerprint"])[train_index], config.seed)
-    task = DisentanglerTask(model, twins)
+    refit_arrays = ({"flux": dataset.spectra[train_index], "cp": cp[train_index]}
+                    if config.adversary_refit_steps > 0 else None)
+    task = DisentanglerTask(model, twins, refit_arrays)
 
     run_id = run_id or new_run_id("disentangle", config.mode)
     folder = runs_dir(runs_root) / run_id
@@ -348,6 +406,7 @@ def fit(
         "recon_mse_train": float(per_object_mse[split == 0].mean()),
         "best_epoch": history.best_epoch,
         "device": str(pick_device(config.device)),
+        "twins": twin_status,
         "twin_consistency": twins is not None,
         "twin_codes": code_steps > 0,
         "twin_code_recon": code_recon,
@@ -355,6 +414,17 @@ def fit(
     record.status = "done"
     record.write()
     return run
+
+
+def twins_setting(dataset: Dataset, config: DisentanglerConfig) -> str:
+    """Whether a run on ``dataset`` uses twins (spectra sharing a chemistry): ``"on"``,
+    ``"off: no fingerprint column"`` (the data cannot say which spectra are twins) or
+    ``"off: disabled"`` (``use_twins`` is False or ``twin_weight`` is 0)."""
+    if "fingerprint" not in dataset.labels.colnames:
+        return "off: no fingerprint column"
+    if not config.use_twins or config.twin_weight <= 0:
+        return "off: disabled"
+    return "on"
 
 
 # The names of the phases after training in progress reports (and the refit's in the run's
