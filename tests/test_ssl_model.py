@@ -85,7 +85,8 @@ def test_pretext_run_saves_and_loads(runs):
     loaded = registry.load_run(run.path)
     assert isinstance(loaded, SSLRun) and loaded.bands == run.bands
     arrays = loaded.arrays()
-    assert set(np.unique(arrays["split"])) <= {-1, 0, 1, 2}
+    assert set(np.unique(arrays["split"])) <= {0, 1, 2} and set(np.unique(arrays["role"])) <= {0, 1, 2, 3}
+    assert np.array_equal(arrays["split"] == 0, arrays["role"] == 0)
     images = loaded.dataset().images[:4]
     assert np.allclose(loaded.features(images), run.features(images), atol=1e-5)
     magnitudes = loaded.predict_magnitudes(images)

@@ -19,9 +19,10 @@ def classify_one_ms(run, image: np.ndarray, repeats: int = 20) -> float:
     return round(1000 * float(np.median(timings)), 3)
 
 
-def pretext_residuals(arrays: dict, split: int = 2) -> dict[str, np.ndarray]:
-    """Predicted minus measured magnitudes, measured errors and photometry minus truth, for one split."""
-    chosen = arrays["split"] == split
+def pretext_residuals(arrays: dict, role: int = 2) -> dict[str, np.ndarray]:
+    """Predicted minus measured magnitudes, measured errors and photometry minus truth, for one role
+    (2: the test cutouts that passed the photometric cut)."""
+    chosen = arrays["role"] == role
     return {"residual": arrays["predicted_magnitude"][chosen] - arrays["magnitude"][chosen],
             "error": arrays["magnitude_error"][chosen],
             "photometry_minus_true": arrays["magnitude"][chosen] - arrays["true_magnitude"][chosen]}
@@ -39,10 +40,10 @@ def evaluate_run(run, max_objects: int = 4000) -> dict:
         result["photometric_error_per_band"] = dict(zip(bands, np.median(parts["error"], axis=0).round(4).tolist()))
         result["n_test"] = int(len(parts["residual"]))
     else:
-        test = arrays["split"] == 2
+        test = arrays["role"] == 2
         target, predicted = arrays["target"][test][:max_objects], arrays["predicted"][test][:max_objects]
         labels = list(range(len(run.classes)))
-        result.update(scheme=run.config.scheme, classes=run.classes, n_labels=int((arrays["split"] == 0).sum()),
+        result.update(scheme=run.config.scheme, classes=run.classes, n_labels=int((arrays["role"] == 0).sum()),
                       accuracy=float(accuracy_score(target, predicted)),
                       macro_f1=float(f1_score(target, predicted, average="macro", labels=labels, zero_division=0)),
                       confusion=confusion_matrix(target, predicted, labels=labels).tolist())

@@ -2,8 +2,10 @@
 
 :func:`fit` dispatches on ``config.stage``. Both stages use :func:`astrocore.training.train` and
 write ``runs/<id>/`` (run.json last, weights.safetensors, arrays.npz with ``ids`` and ``split`` in
-the order of ``run.dataset()``: 0 train, 1 validation, 2 test; -1 for objects a stage does not use
-- pretext: removed by the photometric cut; downstream: unlabelled members of the training pool).
+the order of ``run.dataset()``: 0 train, 1 validation, 2 held out, where "held out" includes the
+objects a stage never trained on but does not score - pretext: removed by the photometric cut;
+downstream: unlabelled members of the training pool. ``role`` tells them apart: 0 train, 1
+validation, 2 test (scored), 3 unused).
 """
 from __future__ import annotations
 
@@ -165,7 +167,7 @@ def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, shou
     predicted = run.predict_magnitudes(dataset.images)
     test = split == 2
     residual = predicted - photometry["magnitude"]
-    saved = {"ids": np.asarray(dataset.labels["id"]), "split": split, "features": features,
+    saved = {"ids": np.asarray(dataset.labels["id"]), **_split_arrays(split), "features": features,
              "predicted_magnitude": predicted, "magnitude": photometry["magnitude"],
              "magnitude_error": photometry["magnitude_error"], "true_magnitude": photometry["true_magnitude"]}
     saved.update(_label_arrays(dataset))
@@ -314,7 +316,7 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
     proba = run.proba_from_features(features)
     predicted = proba.argmax(axis=1)
     test = split == 2
-    saved = {"ids": np.asarray(dataset.labels["id"]), "split": split, "features": features, "proba": proba,
+    saved = {"ids": np.asarray(dataset.labels["id"]), **_split_arrays(split), "features": features, "proba": proba,
              "predicted": predicted, "target": target}
     saved.update(_label_arrays(dataset))
     save_arrays(record.path / "arrays.npz", saved)
@@ -332,6 +334,13 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
     record.status = "done"
     record.write()
     return run
+
+
+def _split_arrays(split: np.ndarray) -> dict[str, np.ndarray]:
+    """``split`` (0 train, 1 validation, 2 held out) and ``role`` (0 train, 1 validation, 2 test, 3
+    unused) from the internal split with -1 for unused objects."""
+    split = np.asarray(split)
+    return {"split": np.where(split < 0, 2, split).astype(np.int8), "role": np.where(split < 0, 3, split).astype(np.int8)}
 
 
 def _label_arrays(dataset: Dataset) -> dict[str, np.ndarray]:

@@ -157,9 +157,10 @@ class SSLRun:
         """``features`` (backbone) or ``magnitudes`` (predicted, AB mag) per object of ``dataset``
         (default: the run's own data; its features are stored with the run)."""
         if name == "features":
-            if dataset is None:
-                return np.asarray(self.arrays()["features"], np.float32)
-            return self.features(dataset.images)
+            arrays = self.arrays()
+            own = dataset is None or (len(dataset) == len(arrays["ids"]) and np.array_equal(
+                np.asarray(dataset.labels["id"]).astype(str), arrays["ids"].astype(str)))
+            return np.asarray(arrays["features"], np.float32) if own else self.features(dataset.images)
         if name == "magnitudes":
             dataset = self.dataset() if dataset is None else dataset
             return self.predict_magnitudes(dataset.images).astype(np.float32)
