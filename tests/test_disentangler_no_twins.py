@@ -127,3 +127,27 @@ def test_no_twin_recipe_trains_with_fresh_adversaries_and_round_trips(toy_datase
     latent = reloaded.encode(survey.spectra[:5], cp)
     np.testing.assert_allclose(latent, run.encode(survey.spectra[:5], cp), atol=1e-5)
     assert reloaded.decode(latent, cp).shape == (5, survey.n_pixels)
+
+
+def test_cli_picks_the_no_twin_preset_for_data_without_fingerprints(tmp_path, capsys):
+    from astrocore.cli import main
+
+    code = main(["train", "disentangle", "--data", "rvs", "--n-stars", "40", "--epochs", "1", "--out", str(tmp_path),
+                 "--set", "encoder_components=8", "decoder_refit_epochs=0"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "fast-no-twins" in captured.err
+    assert '"twins": "off: no fingerprint column"' in captured.out
+
+
+def test_random_label_payne_set_has_no_twins(shared_data):
+    from astrocore.methods.disentangle.bench import GRIDS, NO_TWIN_GRIDS, PAYNE_RANDOM_RANGES, load_grid
+
+    assert "payne_random" in NO_TWIN_GRIDS
+    dataset, source = load_grid(GRIDS["fast"]["payne_random"][0], 30)
+    assert len(dataset) == 30 and "fingerprint" not in dataset.labels.colnames
+    teff, logg = dataset.label_array(("teff", "logg")).T
+    assert PAYNE_RANDOM_RANGES["teff"][0] <= teff.min() and teff.max() <= PAYNE_RANDOM_RANGES["teff"][1]
+    assert PAYNE_RANDOM_RANGES["logg"][0] <= logg.min() and logg.max() <= PAYNE_RANDOM_RANGES["logg"][1]
+    assert len(np.unique(np.round(teff, 3))) == 30  # not gridded: every star at its own Teff
+    assert source["params"]["n_random"] == 30  # rebuildable from the run's record

@@ -6,16 +6,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from ...data import load_source, renderer_for
+from ...data import dataset_from_source, load_source, renderer_for
 from ...evaluation import MAX_KNN_OBJECTS, PROBE_KEYS, PROBE_LABELS, representation_scores, split_index
 from .evaluate import evaluate_disentangler
-from .config import MODES, DisentanglerConfig
+from .config import MODES, DisentanglerConfig, preset_for_data
 from .fit import fit
 from .emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
 
 # What the bench keeps of each run's evaluation, per mode.
 RUN_METRICS = (*PROBE_KEYS, "recon_mse", "recon_rms", "recon_mse_by_cp", "twins_top10", "gen_rmse", "gen_rmse_extrap", "decode_ms")
-SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne" / "nn_apogee_4label_unnormalized.npz"
+SHARED_PAYNE = Path(__file__).resolve().parents[4] / "shared" / "data" / "payne" / "nn_apogee_4label_unnormalized.npz"
 
 # Data sizes per preset: (source name, n_stars or fingerprints, conditional parameters[, config
 # overrides for every mode]). The fast APOGEE-like grid has 120 chemistries: with 60, the probes see
@@ -26,18 +26,40 @@ SHARED_PAYNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "payne"
 # sized to that (1, the smallest; with 6 the normalised latent must carry a function of the labels).
 # The same rule sizes the other latents to the chemistry left unconditioned: 12 abundance labels in
 # the APOGEE-like grid (the preset), [Fe/H] and [alpha/Fe] in the Payne 4-label grid.
+# ``payne_random`` is the same emulator rendered as a survey sees stars: every spectrum its own
+# chemistry at its own random Teff (3600-6000 K) and log g (0.4-2.6), the giant ranges of the
+# gridded set, and as many spectra as it has; with no fingerprint column it has only the no-twin
+# track, and its probes are scored on held-out stars.
 GRIDS = {
     "fast": {
         "apogee": ("apogee", 120, ("teff", "logg")),
         "rvs4": ("rvs", 6000, ("teff", "logg", "feh", "afe"), {"epochs": 60, "latent_dim": 1}),
         "payne": (f"payne:{SHARED_PAYNE}", 60, ("teff", "logg"), {"latent_dim": 2}),
+        "payne_random": (f"payne-random:{SHARED_PAYNE}", 9360, ("teff", "logg")),
     },
     "paper": {
         "apogee": ("apogee", 200, ("teff", "logg")),
         "rvs4": ("rvs", 38000, ("teff", "logg", "feh", "afe")),
         "payne": (f"payne:{SHARED_PAYNE}", 200, ("teff", "logg")),
+        "payne_random": (f"payne-random:{SHARED_PAYNE}", 31200, ("teff", "logg")),
     },
 }
+# The grids that get the no-twin track (the twin track of payne_random cannot run).
+NO_TWIN_GRIDS = ("apogee", "payne", "payne_random")
+# The modes of the no-twin track: the unconstrained baseline and the disentangler.
+NO_TWIN_MODES = ("noat", "mdat")
+PAYNE_RANDOM_RANGES = {"teff": [3600.0, 6000.0], "logg": [0.4, 2.6]}
+
+
+def load_grid(source_name: str, n_stars: int, seed: int = 0):
+    """(dataset, source) of a bench grid; ``payne-random:PATH`` renders ``n_stars`` spectra at
+    uniform random labels (Teff and log g in :data:`PAYNE_RANDOM_RANGES`) with no fingerprint column."""
+    if source_name.startswith("payne-random:"):
+        path = str(Path(source_name[len("payne-random:"):]).resolve())
+        source = {"kind": "simulator", "generator": "payne",
+                  "params": {"path": path, "seed": int(seed), "n_random": int(n_stars), **PAYNE_RANDOM_RANGES}}
+        return dataset_from_source(source), source
+    return load_source(source_name, n_stars=n_stars, seed=seed)
 
 
 def _grid(preset: str, name: str) -> tuple[str, int, tuple[str, ...], dict]:
@@ -46,11 +68,19 @@ def _grid(preset: str, name: str) -> tuple[str, int, tuple[str, ...], dict]:
     return source_name, n_stars, conditional, dict(overrides[0]) if overrides else {}
 
 
-def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_overrides=None) -> dict:
+def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_overrides=None,
+                twins: bool = True, references: bool = True) -> dict:
+    """One grid's entry. ``twins=False`` is the no-twin track: the fingerprint column is hidden
+    from training (``use_twins=False``; the split still keeps chemistries together), mdat uses
+    the preset for data without fingerprints and no grid-specific latent size.
+    ``references=False`` skips the label emulators (the twin track's, on the same split)."""
     source_name, n_stars, conditional, grid_overrides = _grid(preset, name)
     started = time.perf_counter()
-    dataset, source = load_source(source_name, n_stars=n_stars, seed=0)
+    dataset, source = load_grid(source_name, n_stars=n_stars, seed=0)
     render = renderer_for(dataset)
+    if not twins:
+        preset = preset_for_data(preset, ())  # the preset for data without fingerprints
+        grid_overrides = {"use_twins": False}
     result: dict = {
         "n_spectra": len(dataset), "n_pixels": dataset.n_pixels, "conditional": list(conditional),
         "data_s": round(time.perf_counter() - started, 2),
@@ -67,6 +97,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         started = time.perf_counter()
         run = fit(dataset, config, runs_root=runs_root, data_source=source)
         result["train_s"][mode] = round(time.perf_counter() - started, 2)
+        result.setdefault("twins", {})[mode] = run.record.metrics["twins"]
         metrics = evaluate_disentangler(run, dataset, render=render)
         for key in RUN_METRICS:
             if key in metrics:
@@ -81,7 +112,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         result[key]["X"] = x_scores[key]
     if "twins_top10" in x_scores:
         result["twins_top10"]["X"] = x_scores["twins_top10"]
-    if not recipe_overrides:
+    if not recipe_overrides and references:
         # The reference for disentangled reconstructions: a decoder given every true label, on
         # the same split and schedule (every mode shares them).
         split = any_run.arrays()["split"]
@@ -99,13 +130,17 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
             result["estimate_r2"] = estimated["estimate_r2"]
     result = {key: value for key, value in result.items() if value != {}}
     result["runs"] = {mode: run.id for mode, run in runs.items()}
+    if not twins:
+        result["preset"] = preset
     return result
 
 
 def bench_disentangle(preset: str = "fast", grids=("apogee", "rvs4", "payne"), runs_root=None,
-                      paper_recipe: bool = True) -> dict:
+                      paper_recipe: bool = True, tracks=("twins", "no_twins")) -> dict:
     """The GANDALF comparison (X / noat / at / mdat) on each grid, plus the paper-faithful recipe
-    for mdat on the APOGEE-like grid. Returns the JSON-able dict described in the issue."""
+    for mdat on the APOGEE-like grid (track ``twins``); and for the grids of
+    :data:`NO_TWIN_GRIDS`, X / noat / mdat with the fingerprint column hidden from training under
+    ``"no_twins"`` (track ``no_twins``). Returns the JSON-able dict described in the issues."""
     started = time.perf_counter()
     temporary = None
     if runs_root is None:
@@ -113,11 +148,18 @@ def bench_disentangle(preset: str = "fast", grids=("apogee", "rvs4", "payne"), r
         runs_root = Path(temporary.name)
     results: dict = {"preset": preset}
     for name in grids:
-        if name == "payne" and not SHARED_PAYNE.exists():
+        if name.startswith("payne") and not SHARED_PAYNE.exists():
             results[name] = {"skipped": f"{SHARED_PAYNE} not found"}
             continue
-        results[name] = _bench_grid(name, preset, Path(runs_root))
-        if name == "apogee" and paper_recipe and preset == "fast":
+        with_twins = "twins" in tracks and name != "payne_random"
+        results[name] = _bench_grid(name, preset, Path(runs_root)) if with_twins else {}
+        if "no_twins" in tracks and name in NO_TWIN_GRIDS:
+            # The label emulators would repeat the twin track's (same split); payne_random has none.
+            results[name]["no_twins"] = _bench_grid(name, preset, Path(runs_root), modes=NO_TWIN_MODES,
+                                                    twins=False, references=name == "payne_random")
+        if name == "payne_random":
+            results[name]["note"] = "no fingerprint column (each spectrum its own chemistry): no-twin track only"
+        if name == "apogee" and paper_recipe and preset == "fast" and with_twins:
             faithful = _bench_grid(name, "fast", Path(runs_root), modes=("mdat",),
                                    recipe_overrides=_paper_recipe_fields())
             results[name]["paper_recipe"] = {k: v for k, v in faithful.items() if k in

@@ -9,20 +9,24 @@ from ...cliutil import overrides, positive_int, progress_bar, write_json
 from ...data import load_source
 from ...training import TrainingCancelled
 from .bench import bench_disentangle, sweep_disentangle
-from .config import MODES, PRESETS, DisentanglerConfig
+from .config import MODES, PRESETS, DisentanglerConfig, preset_for_data
 from .fit import fit
 
 
 def cmd_train(args) -> int:
+    dataset, source = load_source(args.data, n_stars=args.n_stars, seed=args.data_seed)
+    # Data without a fingerprint column cannot use twins: "fast" becomes the recipe without them.
+    preset = preset_for_data(args.preset, dataset.labels.colnames)
+    if preset != args.preset:
+        print(f"astrocore: no fingerprint column in the data: using preset {preset!r}", file=sys.stderr)
     config = DisentanglerConfig.preset(
-        args.preset,
+        preset,
         mode=args.mode,
         conditional=tuple(name.strip() for name in args.conditional.split(",") if name.strip()),
         **({"epochs": args.epochs} if args.epochs else {}),
         **({"seed": args.seed} if args.seed is not None else {}),
         **overrides(args.set),
     )
-    dataset, source = load_source(args.data, n_stars=args.n_stars, seed=args.data_seed)
     bar, update = progress_bar(f"disentangle {config.mode}")
     stop_file = Path(args.out) / args.run_id / "CANCEL" if args.run_id else None
     try:
