@@ -168,3 +168,18 @@ def _fits_bytes(array) -> bytes:
     buffer = io.BytesIO()
     fits.PrimaryHDU(np.asarray(array, np.float32)).writeto(buffer)
     return buffer.getvalue()
+
+
+def test_cli_classify_image(runs, capsys, tmp_path):
+    from pathlib import Path
+
+    from astrocore.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "assets" / "example_cutout.fits"
+    out = tmp_path / "classified.csv"
+    assert main(["classify", "image", str(example), "--run", str(runs["downstream"].path), "--json",
+                 "--out", str(out)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["predicted_class"] in ("star", "galaxy", "quasar") and out.exists()
+    with pytest.raises(SystemExit, match="no run at"):
+        main(["classify", "image", str(example), "--run", str(tmp_path / "missing")])
