@@ -183,3 +183,19 @@ def test_cli_classify_image(runs, capsys, tmp_path):
     assert rows[0]["predicted_class"] in ("star", "galaxy", "quasar") and out.exists()
     with pytest.raises(SystemExit, match="no run at"):
         main(["classify", "image", str(example), "--run", str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "both"])
+def test_contrastive_and_combined_pretext_steps(objective):
+    from astrocore.methods.ssl.tasks import PretextTask
+
+    config = SSLConfig.preset("fast", width=4, head_hidden=8, pretext=objective)
+    net = CutoutNet(3, config)
+    task = PretextTask(net, objective, torch.ones(3), 1e-3, 0.0)
+    batch = {"images": torch.rand(8, 3, 32, 32) * 5, "targets": torch.full((8, 3), 0.6)}
+    before = [p.detach().clone() for p in net.backbone.parameters()]
+    metrics = task.training_step(batch, 0)
+    assert np.isfinite(metrics["loss"]) and "contrastive" in metrics
+    assert ("magnitude_mse" in metrics) == (objective == "both")
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.backbone.parameters()))
+    assert np.isfinite(task.validation_step(batch)["loss"])

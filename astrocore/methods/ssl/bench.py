@@ -101,3 +101,43 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
             result["predict_one_ms"] = classify_one_ms(last, labelled.images[0])
     result["train_s"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def summarise_runs(runs_root) -> dict:
+    """The bench record rebuilt from the run folders a bench left in ``runs_root`` (e.g. one that
+    was stopped before it wrote its JSON): per set, label count and scheme, mean and std over the
+    finished runs, plus the pretext metrics."""
+    from ...runs import list_runs
+
+    records = [r for r in list_runs(runs_root) if r.method == "ssl" and r.status == "done"]
+    result: dict = {"partial": True}
+    pretext = [r for r in records if r.config.get("stage") == "pretext"]
+    for record in pretext:
+        if record.config.get("pretext") == "magnitudes":
+            for key in ("pretext_mae_per_band", "photometric_error_per_band", "photometry_minus_true_per_band"):
+                result[key] = record.metrics[key]
+        else:
+            result["contrastive_probe_mae_per_band"] = record.metrics["pretext_mae_per_band"]
+    groups: dict = {}
+    pool = {}
+    for record in records:
+        if record.config.get("stage") != "downstream":
+            continue
+        name = (record.data.get("params") or {}).get("name", "file")
+        n_labels = record.config.get("n_labels")
+        key = "all" if n_labels is None else str(n_labels)
+        pool[name] = max(pool.get(name, 0), record.data.get("n_labels", 0))
+        scores = groups.setdefault(name, {}).setdefault(key, {}).setdefault(
+            record.config["scheme"], {"accuracy": [], "macro_f1": [], "train_s": []})
+        scores["accuracy"].append(record.metrics["accuracy"])
+        scores["macro_f1"].append(record.metrics["macro_f1"])
+        scores["train_s"].append(record.metrics["train_seconds"])
+    for name, counts in groups.items():
+        result[name] = {}
+        for key, schemes in counts.items():
+            entry = {scheme: {metric: _summary(values) for metric, values in scores.items()}
+                     for scheme, scores in schemes.items()}
+            entry["best"] = max(schemes, key=lambda s: entry[s]["accuracy"]["mean"])
+            result[name][key] = entry
+    result["train_s"] = round(sum(r.metrics.get("train_seconds", 0) for r in records), 1)
+    return result
