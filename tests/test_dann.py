@@ -167,3 +167,35 @@ def test_reader_refuses_bad_uploads(tmp_path):
         read_nebula_catalogue(b"a,b\n1,2\n", name="x.csv")
     with pytest.raises(DataError, match="limit"):
         read_nebula_catalogue(b"HA6562_FLUX\n1\n", name="x.csv", max_bytes=5)
+
+
+# ---------------------------------------------------------------------------- fit, save / load, CLI
+def test_cli_make_train_classify_and_reload(tmp_path):
+    from pathlib import Path
+
+    from astrocore.cli import main
+    from astrocore.methods import registry
+    from astrocore.methods.dann.run import DannRun
+
+    assert main(["data", "make", "nebulae", "--n-source", "300", "--n-target", "300", "--out",
+                 str(tmp_path / "neb.fits")]) == 0
+    assert main(["train", "dann", "--data", str(tmp_path / "neb.fits"), "--epochs", "2", "--noise-sigma", "0.1",
+                 "--selection", "snd", "--set", "validator_objects=60", "--out", str(tmp_path / "runs"),
+                 "--run-id", "tiny"]) == 0
+    run = registry.load_run(tmp_path / "runs" / "tiny")
+    assert isinstance(run, DannRun) and run.record.status == "done"
+    metrics = run.record.metrics
+    assert 0 <= metrics["target"]["accuracy"] <= 1 and set(metrics["target"]["recall"]) == set(CLASSES)
+    assert set(metrics["validators"]) >= {"im", "snd", "dev", "entropy", "domain_accuracy", "target_accuracy"}
+    # save / load gives the same predictions; the explorer gets source and target features
+    again = DannRun.load(run.path)
+    ratios = np.asarray([[-0.3, -0.5, -0.7, -1.9, 0.15]], np.float32)
+    np.testing.assert_allclose(run.predict_proba(ratios), again.predict_proba(ratios), rtol=1e-6)
+    features = again.representation("features")
+    assert features.shape == (600, run.config.feature_dim)
+    assert set(np.asarray(again.dataset().labels["domain"])) == {"source", "target"}
+    example = Path(__file__).resolve().parents[1] / "assets" / "example_nebulae_catalogue.csv"
+    assert main(["classify", "nebulae", str(example), "--run", str(run.path), "--out", str(tmp_path / "out.csv")]) == 0
+    classified = Table.read(tmp_path / "out.csv", format="ascii.csv")
+    assert "predicted_class" in classified.colnames and (np.asarray(classified["usable"]).astype(str) == "False").sum() >= 2
+    assert registry.get("dann").evaluate(run)["target_accuracy"] == pytest.approx(metrics["target"]["accuracy"])

@@ -14,7 +14,7 @@ from astropy.table import Table
 from ..data.dataset import DataError, Dataset
 from ..data.readers.catalogues import read_nebula_catalogue
 from ..data.simulators.nebulae import CLASSES, RATIO_TITLES
-from ..data.simulators.nebulae_observe import KNOBS
+from ..data.simulators.nebulae_observe import KNOBS, expected_class_balance
 from ..embeddings import project
 from ..methods.dann.baselines import kauffmann03, kewley01_nii, kewley01_oi, kewley01_sii
 from ..methods.dann.run import DannRun, nebula_dataset
@@ -56,6 +56,8 @@ def train_arguments(source: dict, mode: str, noise_sigma: float, epochs: int, se
                  "--noise-sigma", noise_sigma, "--epochs", epochs, "--seed", seed]
     for knob in KNOBS:
         arguments += [f"--{knob}", params[knob]]
+    prior = expected_class_balance(params["gap"], params["balance"])
+    arguments += ["--set", f"target_prior=[{','.join(f'{v:.4f}' for v in prior)}]"]
     return [str(a) for a in arguments]
 
 

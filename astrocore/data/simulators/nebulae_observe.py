@@ -93,6 +93,12 @@ def class_counts(n: int, fractions) -> np.ndarray:
     return counts
 
 
+def expected_class_balance(gap: float = 1.0, balance: float = 1.0) -> tuple[float, float, float]:
+    """The class shares (HII, PN, SNR) of the target rows the observation model draws."""
+    weight = min(1.0, _effective(gap, balance))
+    return tuple(float(v) for v in (1 - weight) * np.asarray(SOURCE_FRACTIONS) + weight * np.asarray(OBSERVED_FRACTIONS))
+
+
 def _gradient_sampler(strength: float):
     """12 + log O/H of HII regions: with probability ``strength`` from a galaxy population with
     radial gradients, else the models' flat prior."""
@@ -196,8 +202,7 @@ def simulate_nebulae(n_source: int = 12000, n_target: int = 12000, seed: int = 0
             raise ValueError(f"{name} must be a finite number >= 0; got {value}.")
     rng = np.random.default_rng(seed)
     source_fluxes, source_params, source_class = _draw_domain(rng, class_counts(n_source, SOURCE_FRACTIONS))
-    weight = min(1.0, _effective(gap, balance))
-    fractions = (1 - weight) * np.asarray(SOURCE_FRACTIONS) + weight * np.asarray(OBSERVED_FRACTIONS)
+    fractions = expected_class_balance(gap, balance)
     target_true, target_params, target_class = _draw_domain(
         rng, class_counts(n_target, fractions), _gradient_sampler(_effective(gap, gradient)))
     measured, errors, extra = observe(target_true, target_class, rng, gap, dig, dust, noise, calibration, n_galaxies)

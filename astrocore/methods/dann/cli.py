@@ -10,7 +10,7 @@ from pathlib import Path
 from ...cliutil import overrides, positive_int, progress_bar, write_json
 from ...data.dataset import Dataset
 from ...data.readers.catalogues import read_nebula_catalogue
-from ...data.simulators.nebulae_observe import KNOBS, simulate_nebulae
+from ...data.simulators.nebulae_observe import KNOBS, expected_class_balance, simulate_nebulae
 from ...training import TrainingCancelled
 from .bench import bench_dann
 from .config import LAMBDA_SCHEDULES, MODES, PRESETS, SELECTIONS, DannConfig
@@ -40,12 +40,16 @@ def cmd_make(args) -> int:
 
 
 def cmd_train(args) -> int:
+    settings = overrides(args.set)
+    if args.data == "nebulae" and "target_prior" not in settings:
+        # The class balance this simulated catalogue is drawn with (for class_weighting="prior").
+        settings["target_prior"] = expected_class_balance(args.gap, args.balance)
     config = DannConfig.preset(
         args.preset, mode=args.mode,
         **{k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "noise_sigma": args.noise_sigma,
                              "lambda_max": args.lambda_max, "lambda_schedule": args.lambda_schedule,
                              "selection": args.selection}.items() if v is not None},
-        **overrides(args.set))
+        **settings)
     if args.data == "nebulae":
         source = {"kind": "simulator", "generator": "nebulae", "params": _simulation_params(args, args.data_seed)}
         dataset = nebula_dataset(source)

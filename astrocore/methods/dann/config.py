@@ -15,7 +15,7 @@ LAMBDA_SCHEDULES = ("ganin", "constant")
 # held-out source rows); or a label-free validator on the target (see validation.py).
 SELECTIONS = ("last", "source_loss", "im", "entropy", "snd", "dev")
 PRESETS = ("fast", "paper")
-CLASS_WEIGHTINGS = ("estimated", "none")
+CLASS_WEIGHTINGS = ("estimated", "prior", "none")
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,11 @@ class DannConfig:
     # catalogues are mostly HII; aligning the two marginals as they are would push HII regions
     # onto PN and SNR). "estimated": source rows are weighted in the domain loss by
     # p_target(class) / p_source(class), with p_target the running mean of the network's target
-    # predictions (label-free; Saerens et al. 2002, Combes et al. 2020); "none": plain DANN.
-    class_weighting: str = "estimated"
+    # predictions (label-free; Saerens et al. 2002, Combes et al. 2020); "prior": p_target is
+    # ``target_prior``, the class balance expected of the catalogue (HII, PN, SNR; default: the
+    # PHANGS-MUSE balance, not the target labels); "none": plain DANN.
+    class_weighting: str = "prior"
+    target_prior: tuple[float, ...] = (0.86, 0.05, 0.09)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "constant"
@@ -58,6 +61,9 @@ class DannConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "features", tuple(str(f) for f in self.features))
+        object.__setattr__(self, "target_prior", tuple(float(v) for v in self.target_prior))
+        if len(self.target_prior) != 3 or min(self.target_prior) <= 0:
+            raise ValueError(f"target_prior needs three positive shares (HII, PN, SNR); got {self.target_prior}.")
         for name in ("hidden", "domain_hidden"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         checks = {"class_weighting": CLASS_WEIGHTINGS, "mode": MODES, "lambda_schedule": LAMBDA_SCHEDULES, "selection": SELECTIONS,
@@ -92,9 +98,9 @@ class DannConfig:
         """``fast`` (well under 2 minutes on 2 CPU cores, the app's default) and ``paper`` (wider
         network, longer schedule; for a GPU)."""
         presets = {
-            "fast": dict(hidden=(64, 64), feature_dim=32, epochs=25, batch_size=256),
+            "fast": dict(hidden=(64, 64), feature_dim=32, epochs=25, batch_size=256, lr_schedule="cosine"),
             "paper": dict(hidden=(256, 256, 128), feature_dim=64, domain_hidden=(128, 128), epochs=100,
-                          batch_size=128, dropout=0.1),
+                          batch_size=128, dropout=0.1, lr_schedule="cosine"),
         }
         if name not in presets:
             raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}.")

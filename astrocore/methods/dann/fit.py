@@ -78,8 +78,13 @@ class DannTask:
         if self.config.class_weighting == "none" or self.source_prior is None:
             return None
         with torch.no_grad():
-            batch_prior = torch.softmax(target_logits, -1).mean(0).cpu()
-            self.target_prior = batch_prior if self.target_prior is None else 0.95 * self.target_prior + 0.05 * batch_prior
+            if self.config.class_weighting == "prior":
+                prior = torch.as_tensor(self.config.target_prior, dtype=torch.float32)
+                self.target_prior = prior / prior.sum()
+            else:
+                batch_prior = torch.softmax(target_logits, -1).mean(0).cpu()
+                self.target_prior = (batch_prior if self.target_prior is None
+                                     else 0.95 * self.target_prior + 0.05 * batch_prior)
             ratio = (self.target_prior / self.source_prior).to(y.device)
             weights = ratio[y]
             return weights / weights.mean()
