@@ -13,6 +13,7 @@ from .config import SSLConfig
 from .data import dataset_from_source, label_set_source, pretext_source
 from .evaluate import classify_one_ms
 from .fit import fit
+from .run import SSLRun
 
 BENCH_SCHEMES = ("scratch", "frozen_pretext", "finetune_pretext", "frozen_contrastive")
 
@@ -27,7 +28,8 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
               runs_root=None, progress: Callable[[str], None] | None = None, survey: str = "splus",
               schemes=BENCH_SCHEMES, overrides: dict | None = None, main_set: str = "star_galaxy_quasar",
               main_seeds: int | None = None, main_label_counts=None, pretext_epochs: int | None = None,
-              contrastive_objects: int | None = None, downstream_overrides: dict | None = None) -> dict:
+              contrastive_objects: int | None = None, downstream_overrides: dict | None = None,
+              pretext_paths: dict | None = None) -> dict:
     """Train the pretext networks (magnitudes; contrastive) once, then every downstream scheme on
     each label set at each label count (0 = all labels) for ``seeds`` seeds. Returns the record
     written to benchmarks/ssl_fast.json.
@@ -35,7 +37,8 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
     ``main_set`` may get more seeds (``main_seeds``) and label counts (``main_label_counts``) than the
     others; ``contrastive_objects`` trains the contrastive network on the first that many cutouts
     (it costs two augmented views per cutout); ``downstream_overrides`` change the downstream
-    configs only (e.g. a smaller batch)."""
+    configs only (e.g. a smaller batch). ``pretext_paths`` ({"magnitudes": folder, "contrastive":
+    folder}) reuses pretext runs instead of training them."""
     say = progress or (lambda line: None)
     overrides = dict(overrides or {})
     started = time.perf_counter()
@@ -48,6 +51,9 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         say(f"pretext data: {len(unlabelled)} cutouts in {simulate_s:.0f} s")
         pretext = {}
         for objective in ("magnitudes", "contrastive"):
+            if pretext_paths and objective in pretext_paths:
+                pretext[objective] = SSLRun.load(pretext_paths[objective])
+                continue
             config = SSLConfig.preset(preset, stage="pretext", pretext=objective, **{
                 **overrides, **({"epochs": pretext_epochs} if pretext_epochs else {})})
             data, data_source = unlabelled, source

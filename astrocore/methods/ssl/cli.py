@@ -10,7 +10,7 @@ from ...data.dataset import DataError
 from ...data.simulators.cutouts import LABEL_SETS, label_set, simulate_cutouts
 from ...data.simulators.cutouts_sed import SURVEYS
 from ...training import TrainingCancelled
-from .bench import bench_ssl
+from .bench import bench_ssl, summarise_runs
 from .classify import classify_files
 from .config import PRESETS, PRETEXT_OBJECTIVES, SCHEMES, SSLConfig
 from .data import dataset_from_source, file_source, label_set_source, pretext_source
@@ -92,14 +92,20 @@ def cmd_classify(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.summarise:
+        print(write_json(args.json, summarise_runs(args.summarise)))
+        return 0
     results = bench_ssl(preset=args.preset, sets=args.sets.split(","),
+                        **({"schemes": tuple(args.schemes.split(","))} if args.schemes else {}),
                         label_counts=[int(v) for v in args.labels.split(",")], seeds=args.seeds,
                         n_pretext=args.n_pretext, n_labelled=args.n_labelled, runs_root=args.runs,
                         progress=lambda line: print(line, file=sys.stderr, flush=True), main_set=args.main_set,
                         main_seeds=args.main_seeds,
                         main_label_counts=[int(v) for v in args.main_labels.split(",")] if args.main_labels else None,
                         pretext_epochs=args.pretext_epochs, contrastive_objects=args.contrastive_objects,
-                        downstream_overrides=overrides(args.downstream_set))
+                        downstream_overrides=overrides(args.downstream_set),
+                        pretext_paths=dict(zip(("magnitudes", "contrastive"), args.pretext_runs.split(",")))
+                        if args.pretext_runs else None)
     print(write_json(args.json, results))
     return 0
 
@@ -166,6 +172,11 @@ def add_commands(groups) -> None:
                        help="train the contrastive network on the first N cutouts only")
     bench.add_argument("--downstream-set", nargs="*", metavar="KEY=VALUE",
                        help="config overrides of the downstream runs, e.g. batch_size=64 min_steps=120")
+    bench.add_argument("--pretext-runs", default=None, metavar="MAGNITUDES,CONTRASTIVE",
+                       help="reuse these two pretext run folders instead of training them")
+    bench.add_argument("--schemes", default=None, help="downstream schemes (default: all four)")
     bench.add_argument("--runs", default=None, help="keep the bench's runs here (default: a temporary folder)")
+    bench.add_argument("--summarise", default=None, metavar="RUNS",
+                       help="instead: the record rebuilt from the finished runs a bench left in this folder")
     bench.add_argument("--json", default=None)
     bench.set_defaults(handler=cmd_bench)
