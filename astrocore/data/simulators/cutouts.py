@@ -60,12 +60,15 @@ GALAXY_MIX = {"elliptical": 0.22, "lenticular": 0.18, "spiral": 0.42, "irregular
 NON_INTERACTING_MIX = {"elliptical": 0.25, "lenticular": 0.20, "spiral": 0.43, "irregular": 0.12}
 
 # The paper's downstream sets: class names, the per-class mixes that define them and the paper's
-# class counts (Martinazzo et al. 2020, Table 1), which set the imbalance; r range of each set.
+# class counts (Martinazzo et al. 2020, Table 1), which set the imbalance; r range of each set:
+# star / galaxy / quasar labels come from spectroscopy (SDSS: galaxies r < 17.8, quasars i < 19.1
+# in the main samples), so those sets stop at r = 19.5; EFIGI morphologies are of bright nearby
+# galaxies.
 LABEL_SETS = {
     "star_galaxy": {"classes": {"star": {"star": 1.0}, "galaxy": GALAXY_MIX},
-                    "paper_counts": (27981, 22109), "r_range": (14.0, 21.0)},
+                    "paper_counts": (27981, 22109), "r_range": (14.0, 19.5)},
     "star_galaxy_quasar": {"classes": {"star": {"star": 1.0}, "galaxy": GALAXY_MIX, "quasar": {"quasar": 1.0}},
-                           "paper_counts": (18000, 18000, 18000), "r_range": (14.0, 21.0)},
+                           "paper_counts": (18000, 18000, 18000), "r_range": (14.0, 19.5)},
     "merger": {"classes": {"non-interacting": NON_INTERACTING_MIX, "merger": {"merger": 1.0}},
                "paper_counts": (9988, 5778), "r_range": (14.0, 19.0)},
     "morphology_2": {"classes": {"elliptical": {"elliptical": 1.0}, "spiral": {"spiral": 1.0}},
