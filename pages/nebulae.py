@@ -146,11 +146,14 @@ with tabs[2]:
                 except DataError as error:
                     st.error(str(error))
                 else:
-                    st.write(logic.upload_summary(table))
+                    summary = logic.upload_summary(table)
+                    for column, (key, value) in zip(st.columns(len(summary)), summary.items()):
+                        column.metric(key, value)
                     usable = table[table["usable"]]
                     columns = st.columns(3)
                     for column, figure in zip(columns, logic.bpt_panels(usable, "predicted_class", "Classified")):
                         column.plotly_chart(figure, key=f"upload_{figure.layout.title.text}")
+                    st.dataframe(logic.classified_preview(table), hide_index=True)
                     reasons = logic.reasons_table(table)
                     if len(reasons):
                         st.warning(f"{len(reasons)} rows could not be classified:")

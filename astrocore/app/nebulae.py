@@ -204,6 +204,13 @@ def table_csv(table: Table) -> bytes:
     return buffer.getvalue().encode()
 
 
+def classified_preview(table: Table, n: int = 200) -> pd.DataFrame:
+    """The first ``n`` rows: id, class, probabilities and the ratios they came from."""
+    columns = ["id", "predicted_class", "probability", *[f"probability_{c}" for c in CLASSES],
+               "log_oiii_hb", "log_nii_ha", "log_sii_ha", "log_oi_ha", "reason"]
+    return table[[c for c in columns if c in table.colnames]][:n].to_pandas()
+
+
 def reasons_table(table: Table) -> pd.DataFrame:
     usable = np.asarray(table["usable"], bool)
     return pd.DataFrame({"id": np.asarray(table["id"])[~usable], "reason": np.asarray(table["reason"])[~usable]})

@@ -181,7 +181,7 @@ def bench_dann(seeds: int = 5, preset: str = "fast", n: int = 8000, sweep: str =
 
 
 LAMBDAS = (0.3, 1.0, 3.0)
-LAMBDA_VALIDATOR = "im"
+LAMBDA_VALIDATOR = "snd"
 
 
 def _lambda_selection(dataset, preset: str, root: Path, say) -> dict:
