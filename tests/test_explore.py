@@ -436,3 +436,20 @@ def test_explorer_spectra_break_at_detector_gaps():
     assert np.nanmax(neighbours.data[2].y) == pytest.approx(0.8)  # the second neighbour sits 2 x 0.1 lower
     selection = explore_figures.selection_spectra_figure(wavelength, spectra, np.array([0, 1]))
     assert all(int(np.isnan(np.asarray(trace.y, float)).sum()) == 2 for trace in selection.data)
+
+
+def test_an_upload_unlike_the_training_data_is_flagged_with_numbers(tiny_run, data, tmp_path):
+    dataset = toy_spectra(n_fingerprints=6)
+    typical = explore_neighbours.typical_neighbour_distance(data.values("z"))
+    own = explore_neighbours.read_upload("own.csv", _csv_upload(dataset.subset([5]), tmp_path), tiny_run)
+    rows, distances = explore_neighbours.upload_neighbours(tiny_run, data, own, "z", k=3)
+    check = explore_neighbours.novelty(tiny_run, distances, typical, own.flux, own.conditional)
+    assert not check.unusual and check.recon_rms is not None
+    strange = dataset.subset([5])
+    strange.spectra[:] = 1.0 - 0.6 * np.abs(np.sin(np.arange(240) / 3.0))  # nothing like a stellar spectrum
+    odd = explore_neighbours.read_upload("odd.csv", _csv_upload(strange, tmp_path, "odd.csv"), tiny_run)
+    rows, distances = explore_neighbours.upload_neighbours(tiny_run, data, odd, "X", k=3)
+    check = explore_neighbours.novelty(tiny_run, distances, explore_neighbours.typical_neighbour_distance(data.values("X")),
+                                       odd.flux, odd.conditional)
+    assert check.unusual and check.recon_rms > 3 * check.recon_rms_p95
+    assert "RMS" in check.message() and f"{check.distance:.3g}" in check.message()

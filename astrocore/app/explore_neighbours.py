@@ -185,3 +185,61 @@ def generated_at(run, data: ExploreData, index: int, values: dict[str, float]) -
                                   [[float(values[n]) for n in order]])
     return data.spectra[index], spectra[0], bool(flags[0])
 
+
+
+# ============================================================================ is an upload like the training data?
+@dataclass
+class Novelty:
+    """How an uploaded spectrum compares with a run's own objects.
+
+    ``recon_rms``: RMS of the upload's reconstruction (flux units) against the run's held-out
+    ``recon_rms_p95`` (95th percentile); ``distance``: to its nearest object in the representation,
+    against ``distance_p95`` (95th percentile of the objects' distances to their own nearest other
+    object). ``unusual`` when either lies beyond 3x its percentile."""
+
+    recon_rms: float | None
+    recon_rms_p95: float | None
+    distance: float
+    distance_p95: float
+
+    @property
+    def unusual(self) -> bool:
+        far = self.distance > 3 * self.distance_p95
+        badly_rebuilt = self.recon_rms is not None and self.recon_rms_p95 is not None and \
+            self.recon_rms > 3 * self.recon_rms_p95
+        return bool(far or badly_rebuilt)
+
+    def message(self) -> str:
+        parts = []
+        if self.recon_rms is not None and self.recon_rms_p95 is not None:
+            parts.append(f"the model reconstructs it with RMS {self.recon_rms:.3g} (95 % of the run's held-out "
+                         f"spectra: below {self.recon_rms_p95:.3g})")
+        parts.append(f"its nearest neighbour lies at distance {self.distance:.3g} (95 % of the run's objects have "
+                     f"one within {self.distance_p95:.3g})")
+        return "; ".join(parts)
+
+
+def typical_neighbour_distance(values: np.ndarray, n_queries: int = 64, seed: int = 0) -> float:
+    """95th percentile of the distance from a run's objects (a seeded sample of ``n_queries``) to their
+    nearest other object in ``values`` (n, d)."""
+    rows = np.random.default_rng(seed).choice(len(values), size=min(n_queries, len(values)), replace=False)
+    inner = [_closest(_distances(values, values[row]), 2)[1][-1] for row in rows]
+    return float(np.percentile(inner, 95))
+
+
+def novelty(run, distances: np.ndarray, distance_p95: float, flux: np.ndarray | None = None,
+            conditional: dict | None = None) -> Novelty:
+    """Compare an upload with the run's objects (see :class:`Novelty`): ``distances`` are the upload's
+    neighbour distances, ``distance_p95`` the run's :func:`typical_neighbour_distance`; with ``flux``
+    and the ``conditional`` parameters a disentangler also reconstructs the upload."""
+    recon_rms = recon_p95 = None
+    arrays = run.arrays()
+    complete = conditional is not None and all(name in conditional for name in getattr(run, "conditional", ()))
+    if flux is not None and complete and "recon_mse" in arrays and hasattr(run, "decode"):
+        cp = [[float(conditional[name]) for name in run.conditional]]
+        rebuilt = run.decode(run.encode(flux[None], cp), cp)[0]
+        recon_rms = float(np.sqrt(np.mean((rebuilt - flux) ** 2)))
+        errors = np.asarray(arrays["recon_mse"])
+        split = np.asarray(arrays.get("split", np.full(len(errors), 2)))
+        recon_p95 = float(np.sqrt(np.percentile(errors[split == 2] if np.any(split == 2) else errors, 95)))
+    return Novelty(recon_rms, recon_p95, float(np.min(distances)), float(distance_p95))

@@ -63,6 +63,12 @@ def get_cutouts(path: str, stamp: float, rows: tuple, mode: str, title: str, lin
                                       linked=linked)
 
 
+@st.cache_data(max_entries=16, show_spinner="Measuring how close the run's objects are to each other …")
+def typical_distance(path: str, stamp: float, representation: str) -> float:
+    values = explore.representation_values(get_data(path, stamp), representation)
+    return explore_neighbours.typical_neighbour_distance(values)
+
+
 def rerun_fragment() -> None:
     """Rerun only the fragment when called during a fragment rerun, else the whole page."""
     try:
@@ -272,6 +278,12 @@ def upload_neighbours_view(view: ExploreView) -> None:
     except (embeddings.ProjectionError, DataError) as error:
         st.error(str(error), icon=":material/error:")
         return
+    typical = typical_distance(str(view.record.path), view.stamp, view.representation)
+    check = explore_neighbours.novelty(view.run, distances, typical, spectrum.flux, conditional)
+    if check.unusual:
+        st.warning(f"**{upload.name} is unlike this run's data**: {check.message()}. Its neighbours below are "
+                   "the least distant objects, not similar ones; the model was not trained on such spectra.",
+                   icon=":material/warning:")
     st.markdown(f"The {len(found)} objects nearest to **{upload.name}** in "
                 f"{view.data.representations[view.representation]} (Euclidean distance)")
     show_neighbours(view, spectrum.flux, upload.name, found, distances)

@@ -66,3 +66,13 @@ def evaluate_run(run, max_objects: int = 4000) -> dict:
     metrics["n_held_out"] = int(len(test))
     metrics["seconds"] = round(time.time() - started, 2)
     return {"mode": run.config.mode, "conditional": list(run.conditional), **metrics}
+
+
+def reconstruction_check(run, dataset) -> dict:
+    """Reconstruction MSE (flux units squared) and mean latent of ``dataset`` through ``run``: what a
+    shipped model stores for its sample and a test recomputes with the current code."""
+    cp = dataset.label_array(run.conditional)
+    latent = run.encode(dataset.spectra, cp)
+    reconstruction = run.decode(latent, cp)
+    return {"recon_mse": float(((reconstruction - dataset.spectra) ** 2).mean()),
+            "latent_mean": np.asarray(latent.mean(axis=0), float).round(6).tolist()}
