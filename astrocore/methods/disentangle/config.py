@@ -196,7 +196,7 @@ DisentanglerConfig.PRESETS = {
             adversary="regression", objective="bounded", lambdas=(0.01,),
             adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
             lambda_warmup_epochs=3, adversary_steps=5, use_twins=False, twin_weight=0.0,
-            twin_code_steps=0, dependence="hsic", dependence_weight=0.1, epochs=20,
+            twin_code_steps=0, dependence="hsic", dependence_weight=0.3, epochs=20,
             decoder_refit_epochs=5, batch_size=128, test_fraction=0.3,
             encoder="cp-polynomial", cp_features="fourier", activation="silu",
         ),
