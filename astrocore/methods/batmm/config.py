@@ -37,14 +37,14 @@ class BatmmConfig:
     missing_modality_rate: float = 0.1  # chance per star and epoch that a modality is replaced by its learned token
     dropout: float = 0.1
     encoder_epochs: int = 10
-    fusion_epochs: int = 40
+    fusion_epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 2e-3
-    fusion_learning_rate: float = 3e-4
+    fusion_learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     val_fraction: float = 0.2
     test_fraction: float = 0.1
-    patience: int | None = 10
+    patience: int | None = 5
     seed: int = 0
     device: str = "auto"
 
