@@ -1,6 +1,5 @@
 """Self-supervised images: pre-train on cutouts by predicting their magnitudes, classify from few
 labels, and upload a cutout. Widgets only; the logic is in astrocore.app.images."""
-import numpy as np
 import streamlit as st
 
 from astrocore import jobs

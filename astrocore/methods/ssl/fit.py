@@ -19,13 +19,13 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 
 from ...data.dataset import DataError, Dataset
-from ...data.photometry import MAGNITUDE_SCALE, pretext_targets
+from ...data.photometry import pretext_targets
 from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
 from ...training import LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules, seed_everything, train
 from .config import SSLConfig
 from .imagenet import load_imagenet_backbone
-from .model import CutoutNet, head
-from .run import SSLRun, batched
+from .model import CutoutNet
+from .run import SSLRun
 from .tasks import ClassifierTask, HeadTask, PretextTask
 
 # With few labels an epoch is the labelled set repeated to at least this many cutouts (each seen
@@ -351,5 +351,3 @@ def _label_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
             saved[f"label_{name}"] = column.astype(str) if column.dtype.kind in "US" else column
     return saved
 
-
-__all__ = ["fit", "downstream_split", "MAGNITUDE_SCALE", "batched"]

@@ -52,7 +52,8 @@ class PretextTask:
 
     def validation_step(self, batch: dict) -> dict[str, float]:
         # Fixed views: the same validation loss every epoch.
-        return {key: float(value) for key, value in self._losses(batch, torch.Generator().manual_seed(5)).items()}
+        losses = self._losses(batch, torch.Generator().manual_seed(5))
+        return {key: float(torch.as_tensor(value).detach()) for key, value in losses.items()}
 
 
 class ClassifierTask:
@@ -101,7 +102,7 @@ class HeadTask:
             return loss, {"accuracy": float((output.argmax(1) == batch["target"]).float().mean())}
         predicted = torch.sigmoid(output)
         loss = ((predicted - batch["targets"]) ** 2).mean() * MAGNITUDE_SCALE ** 2
-        return loss, {"mae_mag": float((predicted - batch["targets"]).abs().mean() * MAGNITUDE_SCALE)}
+        return loss, {"mae_mag": float((predicted - batch["targets"]).abs().mean().detach() * MAGNITUDE_SCALE)}
 
     def training_step(self, batch: dict, epoch: int) -> dict[str, float]:
         loss, metrics = self._loss(batch)
