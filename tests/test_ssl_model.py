@@ -199,3 +199,12 @@ def test_contrastive_and_combined_pretext_steps(objective):
     assert ("magnitude_mse" in metrics) == (objective == "both")
     assert any(not torch.equal(a, b) for a, b in zip(before, net.backbone.parameters()))
     assert np.isfinite(task.validation_step(batch)["loss"])
+
+
+def test_the_explorer_reads_an_ssl_run(runs):
+    from astrocore.app.explore import load_explore_data
+
+    data = load_explore_data(SSLRun.load(runs["downstream"].path))
+    assert data.latent.shape == (60, runs["downstream"].net.n_features)
+    assert data.images is not None and data.images.shape[1] == 12
+    assert set(data.table["split"]) <= {"train", "validation", "held out"} and "morphology" in data.table
