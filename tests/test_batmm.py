@@ -210,3 +210,13 @@ def test_fit_save_load_and_cli(small, tmp_path):
     assert set(result["band_weights"]) == set("ugriz")
     assert main(["classify", "star", "--spectrum", str(cutout), "--image", str(cutout), "--run",
                  str(tmp_path / "tiny")]) == 2
+
+
+def test_data_make_bhb(tmp_path):
+    from astrocore.cli import main
+    from astrocore.data.dataset import Dataset
+
+    assert main(["data", "make", "bhb", "--n", "20", "--seed", "2", "--snr", "30", "--out", str(tmp_path / "bhb.fits")]) == 0
+    dataset = Dataset.load(tmp_path / "bhb.fits")
+    assert dataset.spectra.shape == (20, 3522) and dataset.images.shape == (20, 5, 32, 32)
+    assert dataset.bands == ("u", "g", "r", "i", "z") and set(dataset.labels["label"]) <= {0, 1}
