@@ -22,6 +22,8 @@ BAND_WAVELENGTHS = {
     "FUV": 1530, "NUV": 2310, "u": 3551, "U": 3650, "B": 4450, "g": 4686, "BP": 5110, "V": 5510,
     "r": 6166, "G": 6230, "R": 6580, "i": 7480, "RP": 7770, "I": 8060, "z": 8932, "y": 9633, "Y": 10310,
     "J": 12350, "H": 16620, "Ks": 21460, "K": 21590, "W1": 33680, "W2": 46180, "W3": 120820, "W4": 221940,
+    # S-PLUS narrow bands (Mendes de Oliveira et al. 2019), named by their central wavelength in nm.
+    "J0378": 3770, "J0395": 3940, "J0410": 4094, "J0430": 4292, "J0515": 5133, "J0660": 6614, "J0861": 8611,
 }
 MAX_CUTOUTS = 48
 
@@ -49,7 +51,11 @@ def rgb_bands(bands) -> tuple[int, int, int]:
     """Plane indices (R, G, B) of the default colour composite: the bands ordered blue to red, the
     bluest dropped when there are five or more (u of ugriz is noisy), then the first three: reddest
     of them -> R. ugriz -> (i, r, g) like SDSS's colour images; grz -> (z, r, g). With fewer than
-    three bands the reddest fills the missing channels."""
+    three bands the reddest fills the missing channels. Broad g, r, i, when all present (S-PLUS's 12
+    bands), make the composite as in ugriz."""
+    names = [str(band) for band in bands]
+    if all(name in names for name in ("g", "r", "i")):
+        return names.index("i"), names.index("r"), names.index("g")
     order = bands_blue_to_red(bands)
     if len(order) >= 5:
         order = order[1:]

@@ -20,7 +20,7 @@ from .baselines import rule_classify
 from .config import DannConfig
 from .fit import classification_metrics, feature_matrix, fit, split_rows
 from .run import DannRun
-from .validation import VALIDATORS
+from .validation import VALIDATORS, pick, rank_correlations
 
 NOISE_SIGMA = 0.15  # dex: the noise-injection level of the *_noise models
 MODELS = {
@@ -203,8 +203,6 @@ def _lambda_selection(dataset, preset: str, root: Path, say) -> dict:
 def _validator_summary(checkpoints: list[list[dict]]) -> dict:
     """Per validator: mean Spearman correlation with the true target accuracy over checkpoints,
     and the target accuracy of the checkpoint it picks vs the last and the best."""
-    from .validation import pick, rank_correlations
-
     summary = {}
     for name in (*VALIDATORS, "source_loss", "last"):
         picked = [rows[pick(rows, name)]["target_accuracy"] for rows in checkpoints]

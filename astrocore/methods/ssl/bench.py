@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...runs import list_runs
 from .config import SSLConfig
 from .data import dataset_from_source, label_set_source, pretext_source
 from .evaluate import classify_one_ms
@@ -113,8 +114,6 @@ def summarise_runs(runs_root) -> dict:
     """The bench record rebuilt from the run folders a bench left in ``runs_root`` (e.g. one that
     was stopped before it wrote its JSON): per set, label count and scheme, mean and std over the
     finished runs, plus the pretext metrics."""
-    from ...runs import list_runs
-
     records = [r for r in list_runs(runs_root) if r.method == "ssl" and r.status == "done"]
     result: dict = {"partial": True}
     pretext = [r for r in records if r.config.get("stage") == "pretext"]
