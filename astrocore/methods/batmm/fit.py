@@ -13,8 +13,8 @@ import torch
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
-from ...training import LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules, seed_everything, train
+from ...runs import RunRecord, new_run_id, recording_outcome, runs_dir, save_arrays, write_progress
+from ...training import LoopSettings, count_batches, pick_device, save_modules, seed_everything, train
 from .config import BatmmConfig
 from .metrics import classification_metrics, fit_temperature, reliability, sigmoid
 from .model import ImageEncoder, SpectrumEncoder, build_fusion, encoder_tokens, scale_images, scale_spectra
@@ -211,7 +211,7 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
         return report
 
     started = time.perf_counter()
-    try:
+    with recording_outcome(record):
         spectrum_encoder, spectrum_history = train_encoder(
             "spectrum", arrays, split, config, reporter("spectrum encoder"), folder / "checkpoint_spectrum", resume,
             should_stop)
@@ -222,14 +222,6 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
         fusion, fusion_history = train_fusion(spectrum_out["tokens"], image_out["tokens"], arrays["label"], split,
                                               config, reporter("fusion"), folder / "checkpoint_fusion", resume,
                                               should_stop)
-    except TrainingCancelled as error:
-        record.status, record.message = "cancelled", str(error)
-        record.write()
-        raise
-    except Exception as error:
-        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
-        record.write()
-        raise
     train_seconds = time.perf_counter() - started
     save_modules(folder / "weights.safetensors",
                  {"spectrum_encoder": spectrum_encoder, "image_encoder": image_encoder, "fusion": fusion})

@@ -13,9 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
-from ...training import (LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules,
-                         seed_everything, train)
+from ...runs import RunRecord, new_run_id, recording_outcome, runs_dir, save_arrays, write_progress
+from ...training import (LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules, seed_everything,
+                         train)
 from .config import DisentanglerConfig
 from .dependence import dependence
 from .model import Disentangler, PolynomialReader
@@ -364,7 +364,7 @@ def fit(
         patience=config.patience, device=config.device, lr_schedule=config.lr_schedule,
     )
     started = time.perf_counter()
-    try:
+    with recording_outcome(record):
         history = train(
             task,
             {**{k: v[train_index] for k, v in arrays.items()}, "index": np.arange(len(train_index))},
@@ -382,14 +382,6 @@ def fit(
                                    resume, should_stop)
             history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": REFIT_PHASE}
                                   for row in refit.epochs)
-    except TrainingCancelled as error:
-        record.status, record.message = "cancelled", str(error)
-        record.write()
-        raise
-    except Exception as error:
-        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
-        record.write()
-        raise
     model.cpu()
     save_modules(folder / "weights.safetensors", {"model": model})
     run = DisentanglerRun(record, model)

@@ -20,8 +20,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from ...data.dataset import DataError, Dataset
 from ...data.photometry import pretext_targets
-from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
-from ...training import LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules, seed_everything, train
+from ...runs import RunRecord, new_run_id, recording_outcome, runs_dir, save_arrays, write_progress
+from ...training import LoopSettings, count_batches, pick_device, save_modules, seed_everything, train
 from .config import SSLConfig
 from .imagenet import load_imagenet_backbone
 from .model import CutoutNet
@@ -137,7 +137,7 @@ def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, shou
     steps = epochs * count_batches(len(train_index), config.batch_size) + probe_steps
     reporter = _Reporter(record.path, steps, progress)
     started = time.perf_counter()
-    try:
+    with recording_outcome(record):
         history = train(task, {k: v[train_index] for k, v in arrays.items()},
                         {k: v[val_index] for k, v in arrays.items()} if len(val_index) else None,
                         _settings(config, epochs), progress=reporter.phase(config.pretext, epochs * count_batches(
@@ -155,14 +155,6 @@ def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, shou
                                                          device=config.device, lr_schedule="cosine"),
                   progress=reporter.phase("magnitude probe", probe_steps), should_stop=should_stop)
             net.cpu().eval()
-    except TrainingCancelled as error:
-        record.status, record.message = "cancelled", str(error)
-        record.write()
-        raise
-    except Exception as error:
-        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
-        record.write()
-        raise
     save_modules(record.path / "weights.safetensors", {"net": net})
     predicted = run.predict_magnitudes(dataset.images)
     test = split == 2
@@ -279,7 +271,7 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
     started = time.perf_counter()
     run = SSLRun(record, net.eval(), pretext_net=pretext_run.net if pretext_run is not None else None)
     history = None
-    try:
+    with recording_outcome(record):
         if head_epochs:
             features = run.features(dataset.images[np.concatenate([train_index, val_index])])
             arrays = {"features": features, "target": target[np.concatenate([train_index, val_index])]}
@@ -299,14 +291,6 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
                                 "all layers" if config.scheme == "finetune_pretext" else "scratch",
                                 image_epochs * count_batches(len(epoch_index), config.batch_size)),
                             should_stop=should_stop)
-    except TrainingCancelled as error:
-        record.status, record.message = "cancelled", str(error)
-        record.write()
-        raise
-    except Exception as error:
-        record.status, record.message = "failed", f"{type(error).__name__}: {error}"
-        record.write()
-        raise
     net.cpu().eval()
     modules = {"net": net}
     if pretext_run is not None:
