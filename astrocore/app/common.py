@@ -13,7 +13,8 @@ import torch
 from astropy.table import Table
 
 from ..data import SIMULATORS, dataset_from_source, renderer_for, source_for
-from ..data.dataset import LABEL_TITLES, DataError, Dataset
+from ..data.names import label_title
+from ..data.dataset import DataError, Dataset
 from ..methods import registry
 from ..methods.registry import load_run as load
 from ..runs import RunRecord, list_runs, read_history, runs_dir
@@ -202,7 +203,7 @@ def dataset_summary(dataset: Dataset) -> dict:
     rows = []
     for name, (low, high) in summary["label_ranges"].items():
         unit = str(dataset.labels[name].unit) if dataset.labels[name].unit is not None else ""
-        rows.append({"label": LABEL_TITLES.get(name, name), "min": low, "max": high, "unit": unit,
+        rows.append({"label": label_title(name), "min": low, "max": high, "unit": unit,
                      "distinct values": int(len(np.unique(np.asarray(dataset.labels[name]))))})
     step = np.median(np.diff(dataset.wavelength)) if dataset.n_pixels > 1 else 0.0
     return {

@@ -14,7 +14,8 @@ import pandas as pd
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ..data.dataset import LABEL_TITLES, LABEL_UNITS, Dataset
+from ..data.names import label_title, metric_title
+from ..data.dataset import LABEL_UNITS, Dataset
 from ..data.readers import write_table
 from ..embeddings import project, read_coordinates
 from ..jobs import embedding_path
@@ -53,7 +54,7 @@ def slider_specs(training_range: dict[str, tuple[float, float]], extend: float =
         limit = _SLIDER_LIMITS.get(name)
         if limit:
             lo, hi = max(lo, limit[0]), min(hi, limit[1])
-        specs.append(SliderSpec(name, LABEL_TITLES.get(name, name), float(round(lo, 6)), float(round(hi, 6)),
+        specs.append(SliderSpec(name, label_title(name), float(round(lo, 6)), float(round(hi, 6)),
                                 float(step), float(low), float(high), fmt))
     return specs
 
@@ -71,7 +72,7 @@ def extrapolation_message(values: dict[str, float], training_range: dict[str, tu
         low, high = training_range[name]
         if value < low - 1e-6 or value > high + 1e-6:
             unit = LABEL_UNITS.get(name, "")
-            parts.append(f"{LABEL_TITLES.get(name, name).split(' [')[0]} = {value:g} {unit} is outside the "
+            parts.append(f"{label_title(name, unit=False)} = {value:g} {unit} is outside the "
                          f"training range {low:g}–{high:g} {unit}".replace("  ", " "))
     return "; ".join(parts)
 
@@ -404,7 +405,7 @@ def paper_key(record: RunRecord) -> tuple[str, tuple[str, ...]] | None:
 def paper_table(key) -> pd.DataFrame:
     """The paper's R^2 for one grid as a table (rows: labels; columns X, noAT, AT, mdAT)."""
     values = PAPER_R2[key]
-    rows = {LABEL_TITLES.get(label, label): {name: values[label].get(mode) for mode, name in
+    rows = {label_title(label): {name: values[label].get(mode) for mode, name in
                                             (("X", "X"), ("noat", "noAT"), ("at", "AT"), ("mdat", "mdAT"))}
             for label in values}
     return pd.DataFrame(rows).T
@@ -440,7 +441,7 @@ def r2_comparison(evaluated: list[tuple[RunRecord, dict]], probe: str = "r2") ->
         paper = PAPER_R2[key]
         for mode, title in (("X", "X"), ("noat", "noAT"), ("at", "AT"), ("mdat", "mdAT")):
             columns[f"paper {title}"] = {label: paper[label][mode] for label in paper}
-    index = [f"{LABEL_TITLES.get(n, n)}{' (conditioned)' if n in conditional else ''}" for n in labels]
+    index = [f"{label_title(n)}{' (conditioned)' if n in conditional else ''}" for n in labels]
     table = pd.DataFrame({name: [values.get(n, np.nan) for n in labels] for name, values in columns.items()},
                          index=index)
     return table
@@ -458,6 +459,9 @@ def formatted(table: pd.DataFrame, fmt: str = "{:.3f}", missing: str = "–") ->
     return table.apply(lambda column: column.map(show))
 
 
+TWINS_COLUMN = metric_title("twins_top10")
+
+
 def twins_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.DataFrame:
     """Chemical-twins score (top-10 neighbours sharing the fingerprint at other Teff/logg) of X and
     of each run's latent."""
@@ -465,11 +469,11 @@ def twins_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.DataFrame:
     x_twins = next(((ev.get("X") or {}).get("twins_top10") for _, ev in evaluated
                     if (ev.get("X") or {}).get("twins_top10") is not None), None)
     if x_twins is not None:
-        rows.append({"representation": "X (input spectra)", "twins top-10": x_twins})
+        rows.append({"representation": "X (input spectra)", TWINS_COLUMN: x_twins})
     for record, evaluation in evaluated:
         if evaluation.get("twins_top10") is not None:
             rows.append({"representation": f"z {MODE_TITLES.get(record.config.get('mode'), '?')} ({record.id})",
-                         "twins top-10": evaluation["twins_top10"]})
+                         TWINS_COLUMN: evaluation["twins_top10"]})
     return pd.DataFrame(rows)
 
 
@@ -496,7 +500,7 @@ def evaluation_metrics_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.Data
         row = {"run": record.id, "mode": MODE_TITLES.get(record.config.get("mode"), "?")}
         for key in ("recon_rms", "gen_rmse", "gen_rmse_extrap", "decode_ms", "twins_top10"):
             if key in evaluation:
-                row[key] = evaluation[key]
+                row[metric_title(key)] = evaluation[key]
         rows.append(row)
     return pd.DataFrame(rows)
 

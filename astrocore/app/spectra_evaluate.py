@@ -4,7 +4,7 @@ the embedding of the run."""
 import streamlit as st
 
 from .. import jobs
-from ..data.dataset import LABEL_TITLES
+from ..data.names import label_title
 from . import common as app_common
 from . import plots
 from . import spectra as app_spectra
@@ -74,11 +74,11 @@ def evaluate_tab(run, record, default_settings: dict | None = None) -> None:
                        "chemical fingerprint. Higher means the representation recognises the same chemistry at a "
                        "different Teff and log g.")
             st.dataframe(twins, hide_index=True, column_config={
-                "twins top-10": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")})
+                app_spectra.TWINS_COLUMN: st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")})
         st.dataframe(app_spectra.evaluation_metrics_table(evaluated), hide_index=True, width="stretch")
         by_parameter = app_spectra.recon_by_parameter_table(evaluated)
         if not by_parameter.empty:
-            title = LABEL_TITLES.get(by_parameter["parameter"].iloc[0], by_parameter["parameter"].iloc[0])
+            title = label_title(by_parameter["parameter"].iloc[0])
             st.markdown(f"#### Reconstruction error across {title}")
             st.caption("Mean squared error of held-out reconstructions in bins of the first conditional "
                        "parameter (continuum-normalised flux): where across the grid a model loses detail.")
@@ -101,7 +101,7 @@ def embedding_section(run, record) -> None:
     method = columns[1].radio("Method", list(app_spectra.EMBEDDING_METHODS), key="emb_method",
                               format_func=app_spectra.EMBEDDING_METHODS.get, horizontal=True)
     colour = columns[2].selectbox("Colour by", app_spectra.colour_options(dataset), key="emb_colour",
-                                  format_func=lambda n: LABEL_TITLES.get(n, n))
+                                  format_func=label_title)
     stamp = app_common.run_stamp(record)
     if method == "pca":
         coordinates = pca_coordinates(str(record.path), stamp, source_json, representation)

@@ -5,7 +5,8 @@ import json
 import streamlit as st
 
 from .. import jobs
-from ..data.dataset import LABEL_TITLES, DataError
+from ..data.names import label_title
+from ..data.dataset import DataError
 from ..runs import runs_dir
 from . import common as app_common
 from . import plots
@@ -125,7 +126,7 @@ def train_tab(run, record, default_settings: dict) -> None:
         mode = columns[0].radio("Mode", list(MODES), format_func=MODES.get, key="train_mode")
         conditional = columns[1].multiselect("Conditional parameters", available,
                                              default=[n for n in ("teff", "logg") if n in available],
-                                             format_func=lambda n: LABEL_TITLES.get(n, n), key="train_cp",
+                                             format_func=label_title, key="train_cp",
                                              help="What the decoder is given and the adversaries remove from z.")
         preset = columns[2].selectbox("Preset", list(PRESETS), format_func=PRESETS.get, key="train_preset")
         columns = st.columns(4)
