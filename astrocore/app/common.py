@@ -17,15 +17,13 @@ from ..data.names import label_title
 from ..data.dataset import DataError, Dataset
 from ..methods import registry
 from ..methods.registry import load_run as load
+from ..methods.shipping import SHIPPED_DIR  # the app copies these runs into the runs folder
 from ..runs import RunRecord, list_runs, read_history, runs_dir
 from ..training import device_description as describe
 
 STANDARD_LABELS = ("teff", "logg", "feh", "afe")
 MODE_TITLES = {"noat": "noAT", "at": "AT", "mdat": "mdAT"}
 DEFAULT_RUN_PREFIX = "default-"
-#: Trained models shipped with astrocore (made by assets/make_default_model.py); the app copies
-#: them into the runs folder so a first visit opens a working model without training.
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "shipped"
 MAX_UPLOAD_MB = 200
 
 

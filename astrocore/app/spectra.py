@@ -507,7 +507,7 @@ def evaluation_metrics_table(evaluated: list[tuple[RunRecord, dict]]) -> pd.Data
 
 def sample_source(record) -> dict | None:
     """The data source of the held-out sample shipped with a run (``sample.fits`` in its folder,
-    see ``assets/make_default_model.py``), or None. It names the simulator, so the true spectrum
+    see ``assets/make_default_models.py``), or None. It names the simulator, so the true spectrum
     at other Teff and log g can still be rendered."""
     path = Path(record.path) / "sample.fits"
     if not path.exists():
