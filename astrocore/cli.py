@@ -2,6 +2,7 @@
 
     astrocore data make {rvs,apogee,payne:FILE,...} [--n-stars N] [--seed S] [--snr SNR] --out PATH
     astrocore train METHOD ...            e.g. astrocore train disentangle --data apogee --mode mdat
+    astrocore train --resume RUN          continue an interrupted run (any method) from its checkpoint
     astrocore evaluate RUN [--json]
     astrocore runs list [--dir runs/]
     astrocore embed RUN --representation NAME --method umap|tsne|pca [--seed S] [--param k=v] --out PATH
@@ -21,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .cliutil import overrides, positive_int
+from .cliutil import overrides, positive_int, progress_bar
 from .data import load_source
 from .data.dataset import DataError
 from .embeddings import PROJECTION_METHODS, ProjectionError, cache_key, check_projectable, project, projection_params
 from .methods import registry
-from .runs import list_runs, listing_lines
-from .training import atomic_write_text
+from .runs import RunRecord, check_run_id, checked_run_folder, list_runs, listing_lines, runs_dir
+from .training import TrainingCancelled, atomic_write_text
 
 SPECTRA_GENERATORS = {
     "rvs": "Gaia RVS-like stars (8460-8700 Angstrom, R = 11500); --n-stars random stars",
@@ -60,6 +61,48 @@ def cmd_evaluate(args) -> int:
     else:
         for key, value in metrics.items():
             print(f"{key:>16}: {value}")
+    return 0
+
+
+def _resume_folder(run: str, runs_root=None) -> Path:
+    """A run given as a folder (``runs/ID``) or as an id in ``runs_root``."""
+    path = Path(run)
+    if path.is_dir() and (path / "run.json").exists():
+        return checked_run_folder(path)
+    return checked_run_folder(runs_dir(runs_root) / check_run_id(run), runs_dir(runs_root))
+
+
+def cmd_train_resume(args) -> int:
+    """``astrocore train --resume RUN``: read the run's method, configuration and data source from
+    its run.json and continue its training (the method's ``fit`` with ``resume=True``)."""
+    if not args.resume_run:
+        raise ValueError("choose a METHOD (astrocore train METHOD ...) or a run to continue (--resume RUN).")
+    folder = _resume_folder(args.resume_run, args.resume_dir)
+    record = RunRecord.read(folder)
+    spec = registry.get(record.method)
+    if record.status == "done":
+        print(f"astrocore: run {record.id} is already finished; nothing to resume.", file=sys.stderr)
+        return 0
+    config = spec.config_class.from_json(record.config)
+    # The Run class knows how to rebuild its data from run.json's source; it needs no weights for that.
+    shell = spec.run_class.__new__(spec.run_class)
+    shell.record = record
+    dataset = shell.dataset()
+    extra = {}
+    if record.data.get("pretext_run"):  # an SSL downstream run starts from its pretext run
+        extra["pretext_run"] = registry.load_run(_resume_folder(str(record.data["pretext_run"]), folder.parent))
+    stop_file = folder / "CANCEL"
+    bar, update = progress_bar(f"{record.method} (resumed)")
+    try:
+        run = spec.fit(dataset, config, progress=update, runs_root=folder.parent, run_id=folder.name,
+                       data_source=record.data, should_stop=stop_file.exists, resume=True, **extra)
+    except TrainingCancelled as error:
+        print(f"astrocore: training cancelled ({error}); continue with: astrocore train --resume {folder}",
+              file=sys.stderr)
+        return 3
+    finally:
+        bar.close()
+    print(json.dumps({"run": run.id, "path": str(run.path), "status": run.record.status}, indent=2))
     return 0
 
 
@@ -118,8 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         generator.set_defaults(handler=cmd_data_make)
 
     groups = {"data_make": make}
-    groups["train"] = commands.add_parser("train", help="train a method").add_subparsers(
-        dest="method", required=True, metavar="METHOD")
+    train = commands.add_parser("train", help="train a method, or continue a run: astrocore train --resume RUN")
+    train.add_argument("--resume", dest="resume_run", metavar="RUN", default=None,
+                       help="continue an interrupted or cancelled run of any method from its checkpoint (a run "
+                            "folder, or a run id in --dir)")
+    train.add_argument("--dir", dest="resume_dir", default=None, help="runs folder of a --resume RUN given by id")
+    train.set_defaults(handler=cmd_train_resume)
+    groups["train"] = train.add_subparsers(dest="method", required=False, metavar="METHOD")
+
 
     evaluate = commands.add_parser("evaluate", help="probes and metrics of a run (R^2, reconstruction, F1, ...)")
     evaluate.add_argument("run")

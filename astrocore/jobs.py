@@ -27,14 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from .runs import RunRecord, new_run_id, read_json, read_progress, runs_dir
+from .runs import (RunError, RunRecord, check_run_id, is_being_trained, new_run_folder, read_json, read_progress,
+                   runs_dir)
 from .training import atomic_write_text
 
 #: Seconds between writing CANCEL and terminating a training process that has not stopped.
 CANCEL_GRACE_SECONDS = 10.0
 #: Seconds between SIGTERM and SIGKILL.
 KILL_GRACE_SECONDS = 5.0
-TERMINAL_STATES = ("done", "failed", "cancelled")
+TERMINAL_STATES = ("done", "failed", "cancelled", "interrupted")
 
 # Popen objects of the children this process started, so that finished ones are reaped (a zombie
 # would otherwise look alive to os.kill(pid, 0)).
@@ -184,6 +185,27 @@ def training_command(run_id: str, runs_root, data: str = "apogee", n_stars: int 
     return command
 
 
+def _job_run_folder(root: Path, run_id: str | None, method: str, tag: str = "") -> Path:
+    """The folder of a background training: a new one made atomically (a fresh id), or the given
+    (validated) id's when no finished run and no live training process has it."""
+    if run_id is None:
+        return new_run_folder(root, method, tag)
+    try:
+        folder = root / check_run_id(run_id)
+    except RunError as error:
+        raise JobError(str(error)) from None
+    if is_being_trained(folder):
+        raise JobError(f"Run {run_id} is already being trained by another process; choose another run id.")
+    if (folder / "run.json").exists():
+        try:
+            finished = RunRecord.read(folder).status == "done"
+        except (RunError, OSError):
+            finished = False
+        if finished:
+            raise JobError(f"Run {run_id} already exists and is finished; choose another run id.")
+    return folder
+
+
 def start_training(*, data: str = "apogee", n_stars: int | None = None, data_seed: int = 0, mode: str = "mdat",
                    conditional=("teff", "logg"), preset: str = "fast", epochs: int | None = None,
                    seed: int | None = None, overrides: dict | None = None, run_id: str | None = None,
@@ -194,10 +216,8 @@ def start_training(*, data: str = "apogee", n_stars: int | None = None, data_see
     output goes to ``runs/ID/train.log`` and its progress to ``runs/ID/progress.json``.
     """
     root = runs_dir(runs_root)
-    run_id = run_id or new_run_id("disentangle", mode)
-    folder = root / run_id
-    if (folder / "run.json").exists() and RunRecord.read(folder).status == "done":
-        raise JobError(f"Run {run_id} already exists and is finished; choose another run id.")
+    folder = _job_run_folder(root, run_id, "disentangle", mode)
+    run_id = folder.name
     command = training_command(run_id, root, data, n_stars, data_seed, mode, conditional, preset, epochs, seed,
                                overrides)
     epochs_total = epochs
@@ -214,10 +234,8 @@ def start_method_training(method: str, arguments: list[str], *, run_id: str | No
     """Start ``python -m astrocore train METHOD ARGUMENTS... --out RUNS --run-id ID`` in the background
     (any registered method); returns the run id. Progress is polled with :func:`job_status`."""
     root = runs_dir(runs_root)
-    run_id = run_id or new_run_id(method)
-    folder = root / run_id
-    if (folder / "run.json").exists() and RunRecord.read(folder).status == "done":
-        raise JobError(f"Run {run_id} already exists and is finished; choose another run id.")
+    folder = _job_run_folder(root, run_id, method)
+    run_id = folder.name
     command = [sys.executable, "-m", "astrocore", "train", method, *map(str, arguments),
                "--out", str(root.resolve()), "--run-id", run_id]
     launch(folder, "train", command, folder / "train.log", kind="train",
@@ -263,11 +281,11 @@ def job_status(run_folder, name: str = "train", cancel_grace: float = CANCEL_GRA
     if run_json.exists():
         try:
             run_record = RunRecord.read(run_folder)
-        except (json.JSONDecodeError, OSError, TypeError):
+        except (RunError, json.JSONDecodeError, OSError, TypeError):
             run_record = None
     if record is None:
         if name == "train" and run_record is not None:  # a run trained from the command line
-            status["state"] = {"running": "running"}.get(run_record.status, run_record.status)
+            status["state"] = run_record.shown_status  # "interrupted" when its process is gone
             status["message"] = run_record.message
             if run_record.status == "done":
                 status["fraction"] = 1.0

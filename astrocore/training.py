@@ -20,6 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 ProgressCallback = Callable[[int, int, dict], None]
@@ -175,12 +176,20 @@ def load_modules(path: Path, modules: dict[str, torch.nn.Module]) -> None:
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
-def _atomic_save_tensors(path: Path, tensors: dict) -> None:
+def _atomic_save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file under a temporary name, flush it to disk, then rename it over
+    ``path``: a kill at any moment leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(handle)
-    save_file(tensors, tmp_name)
-    os.replace(tmp_name, path)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        with open(tmp_name, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 def _module_tensors(prefix: str, states: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -193,9 +202,19 @@ def _module_states(prefix: str, tensors: dict[str, torch.Tensor], names) -> dict
                    if k.startswith(f"{prefix}.{name}.")} for name in names}
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored (damaged, or from another model); the message says why."""
+
+
+#: The safetensors metadata key holding a checkpoint's loop state (JSON).
+CHECKPOINT_METADATA_KEY = "astrocore"
+
+
 def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: History,
                     best_state: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
-    """Weights and optimiser state after ``epoch`` (safetensors) plus loop state (JSON).
+    """Weights, optimiser state and loop state after ``epoch`` as ONE safetensors file (the loop
+    state is JSON in its metadata), replaced atomically: a kill at any moment leaves the previous
+    checkpoint or this one, never a mix of two.
 
     ``best_state`` (the modules' weights at the best epoch so far) is stored beside them, so a
     resumed run still ends at its best epoch even when that epoch came before the interruption.
@@ -205,28 +224,60 @@ def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: Histo
     if best_state is not None:
         tensors.update(_module_tensors("best", best_state))
     optimizers = {name: _flatten_optimizer(name, opt.state_dict(), tensors) for name, opt in task.optimizers.items()}
-    _atomic_save_tensors(folder / "checkpoint.safetensors", tensors)
-    atomic_write_text(
-        folder / "checkpoint.json",
-        json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers}),
-    )
+    state = json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers})
+    _atomic_save_tensors(folder / "checkpoint.safetensors", tensors, metadata={CHECKPOINT_METADATA_KEY: state})
+    (folder / "checkpoint.json").unlink(missing_ok=True)  # the old two-file format, now stale
+
+
+def read_checkpoint_state(folder: Path) -> dict | None:
+    """The loop state (epoch, history, optimizers' structure) of ``folder``'s checkpoint, or None
+    without one. Checkpoints written before the one-file format keep it in ``checkpoint.json``."""
+    path = Path(folder) / "checkpoint.safetensors"
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        text = metadata.get(CHECKPOINT_METADATA_KEY)
+        if text is None:  # the old pair: both files, written in that order
+            legacy = Path(folder) / "checkpoint.json"
+            if not legacy.exists():
+                raise CheckpointError(f"{path} has no loop state (and there is no checkpoint.json).")
+            if legacy.stat().st_mtime < path.stat().st_mtime:  # killed between the two writes
+                raise CheckpointError(f"{legacy} is older than {path.name} (an interrupted checkpoint of the "
+                                      "old format); start the run afresh.")
+            text = legacy.read_text()
+        state = json.loads(text)
+    except CheckpointError:
+        raise
+    except Exception as error:  # safetensors' errors, bad JSON, unreadable files
+        raise CheckpointError(f"The checkpoint {path} cannot be read ({type(error).__name__}: "
+                              f"{str(error)[:200]}); start the run afresh.") from None
+    if not isinstance(state, dict) or not {"epoch", "history", "optimizers"} <= set(state):
+        raise CheckpointError(f"The checkpoint {path} has an incomplete loop state.")
+    return state
 
 
 def load_checkpoint(folder: Path, task: TrainingTask) -> tuple[int, History, dict | None] | None:
     """Restore a checkpoint into ``task``; returns (last finished epoch, history, best-epoch
-    weights or None) or None when there is no checkpoint."""
+    weights or None) or None when there is no checkpoint. :class:`CheckpointError` when the
+    checkpoint is damaged or does not fit ``task``."""
     folder = Path(folder)
-    if not (folder / "checkpoint.json").exists() or not (folder / "checkpoint.safetensors").exists():
+    meta = read_checkpoint_state(folder)
+    if meta is None:
         return None
-    meta = json.loads((folder / "checkpoint.json").read_text())
-    tensors = load_file(str(folder / "checkpoint.safetensors"))
-    for name, state in _module_states("module", tensors, task.modules).items():
-        task.modules[name].load_state_dict(state)
-    for name, optimizer in task.optimizers.items():
-        optimizer.load_state_dict(_unflatten_optimizer(meta["optimizers"][name], tensors))
-    has_best = any(key.startswith("best.") for key in tensors)  # absent before the first epoch
-    best_state = _module_states("best", tensors, task.modules) if has_best else None
-    return int(meta["epoch"]), History.from_dict(meta["history"]), best_state
+    try:
+        tensors = load_file(str(folder / "checkpoint.safetensors"))
+        for name, state in _module_states("module", tensors, task.modules).items():
+            task.modules[name].load_state_dict(state)
+        for name, optimizer in task.optimizers.items():
+            optimizer.load_state_dict(_unflatten_optimizer(meta["optimizers"][name], tensors))
+        has_best = any(key.startswith("best.") for key in tensors)  # absent before the first epoch
+        best_state = _module_states("best", tensors, task.modules) if has_best else None
+        return int(meta["epoch"]), History.from_dict(meta["history"]), best_state
+    except Exception as error:
+        raise CheckpointError(f"The checkpoint in {folder} does not fit this model ({type(error).__name__}: "
+                              f"{str(error)[:300]}); start the run afresh.") from None
 
 
 # ---------------------------------------------------------------------- the loop

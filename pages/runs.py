@@ -9,7 +9,7 @@ from astrocore.app import common as app_common
 from astrocore.app import plots
 from astrocore.app import runs as app_runs
 from astrocore.app import spectra as app_spectra
-from astrocore.runs import delete_run, list_runs, runs_dir
+from astrocore.runs import RunError, delete_run, list_runs, runs_dir
 
 if not st.session_state.get("astrocore_app"):
     # Opened by URL before app.py ever ran in this server (Streamlit's pages/-folder mode): run the app
@@ -96,7 +96,7 @@ with info[0]:
         st.caption(record.message)
     st.json({"config": record.config, "data": record.data, "metrics": record.metrics}, expanded=1)
 with info[1]:
-    st.download_button("Download the run (zip)", data=lambda: app_runs.zip_bytes(record),
+    st.download_button("Download the run (zip)", data=lambda: app_runs.zip_bytes(record, folder),
                        file_name=f"{record.id}.zip", mime="application/zip", on_click="ignore",
                        icon=":material/folder_zip:", width="stretch",
                        help="run.json, weights.safetensors, arrays.npz, logs and evaluation (no checkpoints).")
@@ -107,10 +107,15 @@ with info[1]:
         st.error(f"Delete **{record.id}** and all its files? This cannot be undone.")
         yes, no = st.columns(2)
         if yes.button("Yes, delete", type="primary", key="delete_yes", width="stretch"):
-            delete_run(record.path)
-            st.session_state.pop("confirm_delete", None)
-            st.toast(f"Deleted {record.id}")
-            st.rerun()
+            try:
+                delete_run(record.path, folder)
+            except (RunError, OSError) as error:
+                st.session_state.pop("confirm_delete", None)
+                st.error(f"Not deleted: {error}")
+            else:
+                st.session_state.pop("confirm_delete", None)
+                st.toast(f"Deleted {record.id}")
+                st.rerun()
         if no.button("Keep it", key="delete_no", width="stretch"):
             st.session_state.pop("confirm_delete", None)
             st.rerun()

@@ -1,12 +1,10 @@
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from astrocore.methods.disentangle import DisentanglerConfig, fit
 from astrocore.runs import RunRecord, delete_run, zip_run
-from astrocore.training import TrainingCancelled, device_description, pick_device
+from astrocore.training import TrainingCancelled, device_description, pick_device, read_checkpoint_state
 
 
 def test_device_is_cpu_or_cuda():
@@ -26,7 +24,7 @@ def test_cancel_then_resume(toy_dataset, tmp_path):
         fit(toy_dataset, config, runs_root=tmp_path, run_id="resumable", should_stop=stop_after_two_epochs)
     record = RunRecord.read(tmp_path / "resumable")
     assert record.status == "cancelled"
-    checkpoint = json.loads((tmp_path / "resumable" / "checkpoint.json").read_text())
+    checkpoint = read_checkpoint_state(tmp_path / "resumable")
     assert checkpoint["epoch"] >= 1
     run = fit(toy_dataset, config, runs_root=tmp_path, run_id="resumable", resume=True)
     assert run.record.status == "done"
@@ -46,7 +44,7 @@ def test_cancel_during_the_decoder_refit_then_resume(toy_dataset, tmp_path):
     with pytest.raises(TrainingCancelled):
         fit(toy_dataset, config, runs_root=tmp_path, run_id="refit", should_stop=stop_in_the_refit)
     assert RunRecord.read(tmp_path / "refit").status == "cancelled"
-    assert (tmp_path / "refit" / "decoder_refit" / "checkpoint.json").exists()
+    assert read_checkpoint_state(tmp_path / "refit" / "decoder_refit") is not None
     run = fit(toy_dataset, config, runs_root=tmp_path, run_id="refit", resume=True)
     assert run.record.status == "done"
     epochs = run.record.history["epochs"]
@@ -122,7 +120,7 @@ def test_cosine_run_resumes_on_the_same_schedule(toy_dataset, tmp_path):
     fit(toy_dataset, config, runs_root=tmp_path, run_id="straight")
 
     def final_rates(run_id):
-        optimizers = json.loads((tmp_path / run_id / "checkpoint.json").read_text())["optimizers"]
+        optimizers = read_checkpoint_state(tmp_path / run_id)["optimizers"]
         return {name: [(group["initial_lr"], group["lr"]) for group in state["param_groups"]]
                 for name, state in optimizers.items()}
 

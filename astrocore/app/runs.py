@@ -97,5 +97,6 @@ def runs_listing_text(folder=None) -> str:
     return "\n".join(listing_lines(list_runs(folder), folder)) + "\n"
 
 
-def zip_bytes(record: RunRecord) -> bytes:
-    return zip_run(record.path)
+def zip_bytes(record: RunRecord, runs_root=None) -> bytes:
+    """The run as a zip; refused (RunError) unless it is a run folder inside ``runs_root``."""
+    return zip_run(record.path, runs_root)

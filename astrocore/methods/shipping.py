@@ -29,14 +29,20 @@ HALF_PRECISION_MIN_ELEMENTS = 65_536
 
 def shrink_run_folder(folder) -> None:
     """Make a finished run folder small enough to ship: matrices with more than 65,536 elements
-    stored as float16 (the decoded outputs change by < 1e-3 relative), everything but
-    :data:`KEPT_FILES` removed. Vectors and buffers (wavelength axes, scalings) keep float32."""
+    stored as float16 (the decoded outputs change by < 1e-3 relative), ``arrays.npz``
+    compressed, everything but :data:`KEPT_FILES` removed. Vectors and buffers (wavelength axes, scalings) keep float32."""
     folder = Path(folder)
     weights = folder / "weights.safetensors"
     tensors = load_file(str(weights))
     save_file({name: (value.half() if value.is_floating_point() and value.ndim >= 2
                       and value.numel() > HALF_PRECISION_MIN_ELEMENTS else value)
                for name, value in tensors.items()}, str(weights))
+    # Per-object arrays compressed (lossless; labels on a grid repeat a lot): np.load reads both.
+    arrays = folder / "arrays.npz"
+    if arrays.exists():
+        with np.load(arrays, allow_pickle=False) as stored:
+            values = {key: stored[key] for key in stored.files}
+        np.savez_compressed(arrays, **values)
     for child in list(folder.iterdir()):
         if child.is_dir():
             shutil.rmtree(child)

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, new_run_id, recording_outcome, runs_dir, save_arrays, write_progress
+from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
 from ...training import LoopSettings, count_batches, pick_device, save_modules, seed_everything, train
 from .config import BatmmConfig
 from .metrics import classification_metrics, fit_temperature, reliability, sigmoid
@@ -188,9 +188,8 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
     check_dataset(dataset)
     split = split_indices(dataset.labels, config.test_fraction, config.val_fraction, config.seed)
     arrays = model_inputs(dataset)
-    run_id = run_id or new_run_id("batmm")
-    folder = runs_dir(runs_root) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_run_folder(runs_root, run_id, "batmm", "", resume)
+    run_id = folder.name
     record = RunRecord(id=run_id, path=folder, method="batmm", config=config.to_json(),
                        data=data_source or source_of(dataset))
     if not (resume and (folder / "run.json").exists()):

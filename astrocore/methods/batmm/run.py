@@ -9,7 +9,7 @@ import torch
 
 from ...data.dataset import DataError, Dataset
 from ...data.simulators.bhb import simulate_bhb
-from ...runs import RunRecord, load_arrays
+from ...runs import RunError, RunRecord, load_arrays
 from ...training import load_modules
 from .config import BatmmConfig
 from .metrics import sigmoid
@@ -64,7 +64,7 @@ class BatmmRun:
         """Rebuild the three networks from run.json + weights.safetensors (no pickle)."""
         record = RunRecord.read(path)
         if record.status != "done":
-            raise RuntimeError(f"Run {record.id} is {record.status}; only finished runs can be loaded.")
+            raise RunError(f"Run {record.id} is {record.shown_status}; only finished runs can be loaded.")
         config = BatmmConfig.from_json(record.config)
         spectrum_encoder, image_encoder = SpectrumEncoder(config), ImageEncoder(config, N_BANDS)
         fusion = build_fusion(config, config.n_segments + 1, ImageEncoder.grid**2 + 1)

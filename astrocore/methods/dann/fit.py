@@ -16,7 +16,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, new_run_id, runs_dir, save_arrays, write_progress
+from ...runs import RunRecord, claim_run_folder, save_arrays, write_progress
 from ...training import LoopSettings, TrainingCancelled, pick_device, save_modules, seed_everything, train
 from ...data.simulators.nebulae import CLASSES
 from .config import DannConfig
@@ -165,9 +165,8 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
     task = DannTask(network, x[target_pool] if config.mode == "dann" else None, config.epochs * steps_per_epoch)
     task.source_prior = torch.as_tensor(np.bincount(y[train_rows], minlength=3) / len(train_rows), dtype=torch.float32)
 
-    run_id = run_id or new_run_id("dann", config.mode)
-    folder = runs_dir(runs_root) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_run_folder(runs_root, run_id, "dann", config.mode, resume)
+    run_id = folder.name
     record = RunRecord(id=run_id, path=folder, method="dann", config=config.to_json(),
                        data=data_source or source_from_dataset(dataset))
     if not (resume and (folder / "run.json").exists()):

@@ -11,7 +11,7 @@ from ...data.cache import cached_dataset
 from ...data.dataset import DataError, Dataset
 from ...data.simulators.nebulae import CLASSES
 from ...data.simulators.nebulae_observe import VERSION, simulate_nebulae
-from ...runs import RunRecord, load_arrays
+from ...runs import RunError, RunRecord, load_arrays
 from ...training import load_modules
 from .config import DannConfig
 from .model import DannNetwork
@@ -64,7 +64,7 @@ class DannRun:
         """Rebuild the network from run.json + weights.safetensors (no pickle)."""
         record = RunRecord.read(path)
         if record.status != "done":
-            raise RuntimeError(f"Run {record.id} is {record.status}; only finished runs can be loaded.")
+            raise RunError(f"Run {record.id} is {record.shown_status}; only finished runs can be loaded.")
         network = DannNetwork(DannConfig.from_json(record.config))
         load_modules(Path(path) / "weights.safetensors", {"network": network})
         return cls(record, network)

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, new_run_id, recording_outcome, runs_dir, save_arrays, write_progress
+from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
 from ...training import (LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules, seed_everything,
                          train)
 from .config import DisentanglerConfig
@@ -329,9 +329,8 @@ def fit(
                     if config.adversary_refit_steps > 0 else None)
     task = DisentanglerTask(model, twins, refit_arrays)
 
-    run_id = run_id or new_run_id("disentangle", config.mode)
-    folder = runs_dir(runs_root) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_run_folder(runs_root, run_id, "disentangle", config.mode, resume)
+    run_id = folder.name
     record = RunRecord(
         id=run_id, path=folder, method="disentangle", config=config.to_json(),
         data=data_source or _source_from_provenance(dataset),

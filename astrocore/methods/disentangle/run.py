@@ -8,7 +8,7 @@ import torch
 
 from ...data import dataset_from_source
 from ...data.dataset import DataError, Dataset
-from ...runs import RunRecord, SavedRun
+from ...runs import RunError, RunRecord, SavedRun
 from ...training import load_modules
 from .config import DisentanglerConfig
 from .model import Disentangler, hidden_features
@@ -46,7 +46,7 @@ class DisentanglerRun(SavedRun):
         """Rebuild the model from run.json + weights.safetensors (no pickle)."""
         record = RunRecord.read(path)
         if record.status != "done":
-            raise RuntimeError(f"Run {record.id} is {record.status}; only finished runs can be loaded.")
+            raise RunError(f"Run {record.id} is {record.shown_status}; only finished runs can be loaded.")
         config = DisentanglerConfig.from_json(record.config)
         n_pixels = _n_pixels_in_weights(Path(path) / "weights.safetensors")
         model = Disentangler(n_pixels, config)

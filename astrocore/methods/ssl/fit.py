@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from ...data.dataset import DataError, Dataset
 from ...data.photometry import pretext_targets
-from ...runs import RunRecord, new_run_id, recording_outcome, runs_dir, save_arrays, write_progress
+from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
 from ...training import LoopSettings, count_batches, pick_device, save_modules, seed_everything, train
 from .config import SSLConfig
 from .imagenet import load_imagenet_backbone
@@ -63,9 +63,8 @@ class _Reporter:
 
 def _start_record(config: SSLConfig, runs_root, run_id, data: dict, resume: bool) -> RunRecord:
     tag = config.pretext if config.stage == "pretext" else config.scheme
-    run_id = run_id or new_run_id("ssl", tag.replace("_", "-"))
-    folder = runs_dir(runs_root) / run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = claim_run_folder(runs_root, run_id, "ssl", tag.replace("_", "-"), resume)
+    run_id = folder.name
     record = RunRecord(id=run_id, path=folder, method="ssl", config=config.to_json(), data=data)
     if not (resume and (folder / "run.json").exists()):
         record.write()

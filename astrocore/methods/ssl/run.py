@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from ...data.dataset import DataError, Dataset
 from ...data.readers.images import fit_to_size
-from ...runs import RunRecord, load_arrays
+from ...runs import RunError, RunRecord, load_arrays
 from ...training import load_modules
 from .config import SSLConfig
 from .data import dataset_from_source
@@ -70,7 +70,7 @@ class SSLRun:
         """Rebuild the networks from run.json + weights.safetensors (no pickle)."""
         record = RunRecord.read(path)
         if record.status != "done":
-            raise RuntimeError(f"Run {record.id} is {record.status}; only finished runs can be loaded.")
+            raise RunError(f"Run {record.id} is {record.shown_status}; only finished runs can be loaded.")
         config = SSLConfig.from_json(record.config)
         n_bands, size = len(record.data["bands"]), int(record.data.get("size", 32))
         weights = Path(path) / "weights.safetensors"

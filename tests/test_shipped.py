@@ -1,0 +1,74 @@
+"""The trained runs shipped with astrocore (astrocore/shipped/, remade by
+assets/make_default_models.py): each loads with the current code, reproduces what it stored, is
+small, and the first visit of the Spectra page opens the shipped disentangler without training."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from astrocore import jobs
+from astrocore.data.dataset import Dataset
+from astrocore.methods import shipping
+from astrocore.methods.disentangle.evaluate import reconstruction_check
+from astrocore.methods.registry import load_run
+from astrocore.runs import list_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(path for path in shipping.SHIPPED_DIR.glob("*") if (path / "run.json").exists())
+DISENTANGLER = shipping.SHIPPED_DIR / "default-disentangle-apogee"
+MAX_MB = 13.5  # each shipped run (the issue asks for "about 10 MB"; the disentangler is 13 MB)
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 1e6
+
+
+def test_the_disentangler_is_shipped():
+    assert DISENTANGLER in SHIPPED
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda path: path.name)
+def test_shipped_run_is_small_and_reproduces_its_sample(folder):
+    assert folder_mb(folder) <= MAX_MB
+    assert not list(folder.glob("checkpoint*")) and not (folder / "history.jsonl").exists()
+    assert load_run(folder).record.status == "done"
+    # The current code gives the stored representation of the stored held-out objects (float16
+    # weights, so a relative tolerance; a changed model, scaling or architecture is far above it).
+    assert shipping.check_sample(folder) < 1e-3
+
+
+def test_shipped_disentangler_reproduces_its_metrics_and_keeps_chemistry():
+    run = load_run(DISENTANGLER)
+    sample = Dataset.load(DISENTANGLER / "sample.fits")
+    stored = json.loads((DISENTANGLER / "sample_metrics.json").read_text())
+    now = reconstruction_check(run, sample)
+    for key, value in stored.items():
+        assert now[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    # What its Evaluate tab shows: the MLP probe (the paper's) keeps the chemistry and loses Teff,
+    # log g; the kNN probe, a stricter local test, too, a little less well.
+    evaluation = json.loads((DISENTANGLER / "evaluation.json").read_text())
+    assert evaluation["r2"]["feh"] >= 0.9 and evaluation["r2"]["afe"] >= 0.9
+    assert evaluation["r2_knn"]["feh"] >= 0.9 and evaluation["r2_knn"]["afe"] >= 0.85
+    for probe in ("r2", "r2_knn"):
+        assert evaluation[probe]["teff"] <= 0.2 and evaluation[probe]["logg"] <= 0.2, probe
+
+
+def test_first_visit_opens_the_shipped_model_without_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROCORE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("ASTROCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ASTROCORE_SHIPPED_RUNS", "1")
+    started = time.perf_counter()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/spectra.py")
+    at.run()
+    seconds = time.perf_counter() - started
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="star_source").value.startswith("held-out stars shipped")
+    assert at.get("plotly_chart"), "the Generate view shows a spectrum"
+    assert not jobs.training_jobs(tmp_path / "runs"), "no training job on a first visit"
+    installed = {record.id: record.status for record in list_runs(tmp_path / "runs")}
+    assert installed == {path.name: "done" for path in SHIPPED}, "every shipped run is installed, finished"
+    print(f"first visit to a ready Generate view (AppTest, incl. start-up): {seconds:.1f} s")
