@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .cliutil import overrides, positive_int, progress_bar
 from .data import load_source
 from .data.dataset import DataError
 from .embeddings import PROJECTION_METHODS, ProjectionError, cache_key, check_projectable, project, projection_params
 from .methods import registry
-from .runs import RunRecord, check_run_id, checked_run_folder, list_runs, listing_lines, runs_dir
+from .runs import RunRecord, check_run_id, checked_run_folder, list_runs, listing_lines, new_run_id, runs_dir
 from .training import TrainingCancelled, atomic_write_text
 
 SPECTRA_GENERATORS = {
@@ -169,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train_resume)
     groups["train"] = train.add_subparsers(dest="method", required=False, metavar="METHOD")
 
-
     evaluate = commands.add_parser("evaluate", help="probes and metrics of a run (R^2, reconstruction, F1, ...)")
     evaluate.add_argument("run")
     evaluate.add_argument("--json", action="store_true")
@@ -212,9 +212,21 @@ def _legacy_arguments(argv: list[str]) -> list[str]:
     return argv
 
 
+def _join_torchrun(args) -> None:
+    """Under ``torchrun``: join the process group, give every rank rank 0's run id (the ranks of
+    one training write one run) and keep the other ranks' standard output quiet."""
+    if not distributed.init_from_env():
+        return
+    if args.command == "train" and getattr(args, "run_id", "") is None:
+        args.run_id = distributed.broadcast_object(new_run_id(args.method) if distributed.is_main_process() else None)
+    if not distributed.is_main_process():
+        sys.stdout = open(os.devnull, "w")
+
+
 def main(argv=None) -> int:
     argv = _legacy_arguments(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    _join_torchrun(args)
     try:
         return args.handler(args) or 0
     except (DataError, FileNotFoundError, ValueError) as error:

@@ -23,6 +23,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from . import distributed
+from .data.store import is_lazy
+from .distributed import is_main_process  # noqa: F401  (the methods' fit ask it before writing)
+
 ProgressCallback = Callable[[int, int, dict], None]
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -281,22 +285,37 @@ def load_checkpoint(folder: Path, task: TrainingTask) -> tuple[int, History, dic
 
 
 # ---------------------------------------------------------------------- the loop
-def _batches(arrays: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator | None):
+def _take(values, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of a tensor, or read from an on-disk array (only those rows)."""
+    if is_lazy(values):
+        return torch.as_tensor(values.take(index.numpy()))
+    return values[index]
+
+
+def _batches(arrays: dict, batch_size: int, generator: torch.Generator | None):
+    """Yield ``(batch, rows, share)``: the global batches of a (seed, epoch)-shuffled order (or in
+    order without ``generator``), each cut to this rank's part under torchrun; ``rows`` counts this
+    rank's real rows (0 for a placeholder) and ``share`` is their fraction of the global batch."""
     n = len(next(iter(arrays.values())))
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
-        index = order[start:start + batch_size]
-        yield {key: value[index] for key, value in arrays.items()}
+        index, share = distributed.shard(order[start:start + batch_size])
+        rows = len(index) if share > 0 else 0
+        yield {key: _take(value, index) for key, value in arrays.items()}, rows, share
 
 
-def _to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {key: torch.as_tensor(value) for key, value in arrays.items()}
+def _to_tensors(arrays: dict) -> dict:
+    """In-memory arrays as tensors (no copy); on-disk arrays stay on disk and are read per batch."""
+    return {key: value if is_lazy(value) else torch.as_tensor(value) for key, value in arrays.items()}
 
 
 def _mean_metrics(rows: list[tuple[int, dict]]) -> dict:
-    total = sum(size for size, _ in rows) or 1
-    keys = rows[0][1].keys() if rows else []
-    return {key: float(sum(size * metrics[key] for size, metrics in rows) / total) for key in keys}
+    """Row-weighted means of the metrics over batches (and over ranks under torchrun)."""
+    keys = list(rows[0][1]) if rows else []  # the same order on every rank
+    sums = [sum(size * metrics[key] for size, metrics in rows if size) for key in keys]
+    totals = distributed.all_reduce_sum(torch.tensor([*sums, sum(size for size, _ in rows)], dtype=torch.float64))
+    total = float(totals[-1]) or 1.0
+    return {key: float(value) / total for key, value in zip(keys, totals[:-1].tolist())}
 
 
 def count_batches(n_objects: int, batch_size: int) -> int:
@@ -321,15 +340,19 @@ def train(
     between batches; when it returns True the loop saves a checkpoint and raises
     :class:`TrainingCancelled`. With ``checkpoint_dir`` a checkpoint is written after each epoch, and
     ``resume=True`` continues from it.
+
+    Arrays may be in memory (NumPy) or on disk (:mod:`astrocore.data.store`: each batch reads only
+    its rows). Under ``torchrun`` (see :mod:`astrocore.distributed`) ``settings.batch_size`` is the
+    global batch: each rank trains on its disjoint part of every batch, gradients are averaged
+    before each optimiser step (weighted by the ranks' shares), metrics are averaged over ranks,
+    and only rank 0 calls ``progress`` and writes checkpoints.
     """
+    distributed.init_from_env()
     device = pick_device(settings.device)
     for module in task.modules.values():
         module.to(device)
     train_tensors = _to_tensors(train_arrays)
     val_tensors = _to_tensors(val_arrays) if val_arrays else None
-    n_train = len(next(iter(train_tensors.values())))
-    batches_per_epoch = count_batches(n_train, settings.batch_size)
-    total = settings.epochs * batches_per_epoch
 
     history, first_epoch, best_state = History(), 0, None
     epochs_without_improvement = 0
@@ -344,17 +367,38 @@ def train(
     for optimizer in task.optimizers.values():
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-    started = time.perf_counter() - history.seconds
+    if distributed.broadcast_object(first_epoch) != first_epoch:
+        raise RuntimeError(f"Rank {distributed.rank()} would resume at epoch {first_epoch}, rank 0 elsewhere: under "
+                           "torchrun every rank must see the same checkpoint folder (a shared file system).")
+    distributed.broadcast_modules(task.modules)
+    averager = distributed.GradientAverager(task.optimizers) if distributed.is_distributed() else None
+    try:
+        history = _epochs(task, train_tensors, val_tensors, settings, progress, checkpoint_dir, should_stop, device,
+                          history, first_epoch, best_state, epochs_without_improvement, averager)
+        distributed.barrier()  # rank 0's last checkpoint is on disk before any rank goes on
+        return history
+    finally:
+        if averager is not None:
+            averager.remove()
 
+
+def _epochs(task, train_tensors, val_tensors, settings, progress, checkpoint_dir, should_stop, device, history,
+            first_epoch, best_state, epochs_without_improvement, averager) -> History:
+    """The epochs of :func:`train` from ``first_epoch`` on."""
+    main = is_main_process()
+    n_train = len(next(iter(train_tensors.values())))
+    batches_per_epoch = count_batches(n_train, settings.batch_size)
+    total = settings.epochs * batches_per_epoch
+    started = time.perf_counter() - history.seconds
     for epoch in range(first_epoch, settings.epochs):
         # Shuffling depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         for module in task.modules.values():
             module.train()
         rows = []
-        for batch_index, batch in enumerate(_batches(train_tensors, settings.batch_size, generator)):
-            if should_stop is not None and should_stop():
-                if checkpoint_dir is not None and epoch > first_epoch:
+        for batch_index, (batch, n_rows, share) in enumerate(_batches(train_tensors, settings.batch_size, generator)):
+            if should_stop is not None and distributed.any_rank(should_stop()):
+                if checkpoint_dir is not None and epoch > first_epoch and main:
                     save_checkpoint(checkpoint_dir, task, epoch - 1, history, best_state)
                 raise TrainingCancelled(f"stopped by the user at epoch {epoch}")
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
@@ -363,18 +407,21 @@ def train(
             for optimizer in task.optimizers.values():
                 for group in optimizer.param_groups:
                     group["lr"] = group["initial_lr"] * factor
+            if averager is not None:
+                averager.weight = share
             metrics = task.training_step(batch, epoch)
-            rows.append((len(next(iter(batch.values()))), metrics))
-            if progress is not None and (batch_index + 1) % settings.progress_every == 0:
+            rows.append((n_rows, metrics))
+            if main and progress is not None and (batch_index + 1) % settings.progress_every == 0:
                 progress(step, total, {"epoch": epoch, **metrics})
         epoch_metrics = {"epoch": epoch, **{f"train_{k}": v for k, v in _mean_metrics(rows).items()}}
+        distributed.average_buffers(task.modules)  # batch-norm statistics seen by every rank
         if val_tensors is not None:
             for module in task.modules.values():
                 module.eval()
             with torch.no_grad():
                 val_rows = [
-                    (len(next(iter(batch.values()))), task.validation_step({k: v.to(device) for k, v in batch.items()}))
-                    for batch in _batches(val_tensors, 1024, None)
+                    (n_rows, task.validation_step({k: v.to(device) for k, v in batch.items()}))
+                    for batch, n_rows, _ in _batches(val_tensors, 1024 * distributed.world_size(), None)
                 ]
             epoch_metrics.update({f"val_{k}": v for k, v in _mean_metrics(val_rows).items()})
         epoch_metrics["seconds"] = time.perf_counter() - started
@@ -391,9 +438,9 @@ def train(
             epochs_without_improvement = 0
         else:
             epochs_without_improvement += 1
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and main:
             save_checkpoint(checkpoint_dir, task, epoch, history, best_state)
-        if progress is not None:
+        if main and progress is not None:
             progress((epoch + 1) * batches_per_epoch, total, epoch_metrics)
         if settings.patience is not None and epochs_without_improvement >= settings.patience:
             history.stopped_early = True

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
 from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
-from ...training import LoopSettings, count_batches, pick_device, save_modules, seed_everything, train
+from ...training import LoopSettings, count_batches, is_main_process, pick_device, save_modules, seed_everything, train
 from .config import BatmmConfig
 from .metrics import classification_metrics, fit_temperature, reliability, sigmoid
 from .model import ImageEncoder, SpectrumEncoder, build_fusion, encoder_tokens, scale_images, scale_spectra
@@ -192,7 +192,7 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
     run_id = folder.name
     record = RunRecord(id=run_id, path=folder, method="batmm", config=config.to_json(),
                        data=data_source or source_of(dataset))
-    if not (resume and (folder / "run.json").exists()):
+    if is_main_process() and not (resume and (folder / "run.json").exists()):
         record.write()
     per_epoch = count_batches(int((split == 0).sum()), config.batch_size)
     phases = {"spectrum encoder": 0, "image encoder": config.encoder_epochs,
@@ -203,6 +203,8 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
         offset = phases[phase] * per_epoch
 
         def report(step, _total, metrics):
+            if not is_main_process():
+                return
             metrics = {**metrics, "phase": phase}
             write_progress(folder, offset + step, total, metrics)
             if progress is not None:
@@ -222,6 +224,8 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
                                               config, reporter("fusion"), folder / "checkpoint_fusion", resume,
                                               should_stop)
     train_seconds = time.perf_counter() - started
+    if not is_main_process():  # the other torchrun ranks have helped train; rank 0 saves the run
+        return BatmmRun(record, config, spectrum_encoder, image_encoder, fusion)
     save_modules(folder / "weights.safetensors",
                  {"spectrum_encoder": spectrum_encoder, "image_encoder": image_encoder, "fusion": fusion})
 

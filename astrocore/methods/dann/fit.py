@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
 from ...runs import RunRecord, claim_run_folder, save_arrays, write_progress
-from ...training import LoopSettings, TrainingCancelled, pick_device, save_modules, seed_everything, train
+from ...training import (LoopSettings, TrainingCancelled, is_main_process, pick_device, save_modules, seed_everything,
+                         train)
 from ...data.simulators.nebulae import CLASSES
 from .config import DannConfig
 from .model import DannNetwork, lambda_at
@@ -169,7 +170,7 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
     run_id = folder.name
     record = RunRecord(id=run_id, path=folder, method="dann", config=config.to_json(),
                        data=data_source or source_from_dataset(dataset))
-    if not (resume and (folder / "run.json").exists()):
+    if is_main_process() and not (resume and (folder / "run.json").exists()):
         record.write()
 
     rng = np.random.default_rng(config.seed + 3)
@@ -217,9 +218,11 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
     if chosen is not None:
         network.load_state_dict(snapshots[chosen])
     network.eval()
+    run = DannRun(record, network)
+    if not is_main_process():  # the other torchrun ranks have helped train; rank 0 saves the run
+        return run
     save_modules(folder / "weights.safetensors", {"network": network})
 
-    run = DannRun(record, network)
     probability = run.predict_proba(np.nan_to_num(x, nan=0.0))
     predicted = probability.argmax(1)
     predicted[~finite] = -1

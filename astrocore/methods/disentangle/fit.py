@@ -14,8 +14,8 @@ from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
 from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
-from ...training import (LoopSettings, TrainingCancelled, count_batches, pick_device, save_modules, seed_everything,
-                         train)
+from ...training import (LoopSettings, TrainingCancelled, count_batches, is_main_process, pick_device, save_modules,
+                         seed_everything, train)
 from .config import DisentanglerConfig
 from .dependence import dependence
 from .model import Disentangler, PolynomialReader
@@ -335,7 +335,7 @@ def fit(
         id=run_id, path=folder, method="disentangle", config=config.to_json(),
         data=data_source or _source_from_provenance(dataset),
     )
-    if not (resume and (folder / "run.json").exists()):
+    if is_main_process() and not (resume and (folder / "run.json").exists()):
         record.write()
 
     # One progress scale over all phases; the twin codes' steps and the refit's epochs continue
@@ -347,6 +347,8 @@ def fit(
 
     def reporter(first_epoch: int, phase: str | None = None, extra_steps: int = 0):
         def report(step, total, metrics):
+            if not is_main_process():  # under torchrun only rank 0 writes the run
+                return
             step = step + first_epoch * batches_per_epoch + extra_steps
             if "epoch" in metrics:
                 metrics = {**metrics, "epoch": metrics["epoch"] + first_epoch}
@@ -382,8 +384,10 @@ def fit(
             history.epochs.extend({**row, "epoch": row["epoch"] + config.epochs, "phase": REFIT_PHASE}
                                   for row in refit.epochs)
     model.cpu()
-    save_modules(folder / "weights.safetensors", {"model": model})
     run = DisentanglerRun(record, model)
+    if not is_main_process():  # the other torchrun ranks have helped train; rank 0 saves the run
+        return run
+    save_modules(folder / "weights.safetensors", {"model": model})
     latent = run.encode(dataset.spectra, cp)
     reconstruction = run.decode(latent, cp)
     per_object_mse = ((reconstruction - dataset.spectra) ** 2).mean(axis=1)

@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from ...data.dataset import DataError, Dataset
 from ...data.photometry import pretext_targets
 from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
-from ...training import LoopSettings, count_batches, pick_device, save_modules, seed_everything, train
+from ...training import LoopSettings, count_batches, is_main_process, pick_device, save_modules, seed_everything, train
 from .config import SSLConfig
 from .imagenet import load_imagenet_backbone
 from .model import CutoutNet
@@ -54,6 +54,8 @@ class _Reporter:
         self.done += steps
 
         def report(step, total, metrics):
+            if not is_main_process():
+                return
             metrics = {**metrics, "phase": name}
             write_progress(self.folder, offset + step, self.total, metrics)
             if self.progress is not None:
@@ -66,7 +68,7 @@ def _start_record(config: SSLConfig, runs_root, run_id, data: dict, resume: bool
     folder = claim_run_folder(runs_root, run_id, "ssl", tag.replace("_", "-"), resume)
     run_id = folder.name
     record = RunRecord(id=run_id, path=folder, method="ssl", config=config.to_json(), data=data)
-    if not (resume and (folder / "run.json").exists()):
+    if is_main_process() and not (resume and (folder / "run.json").exists()):
         record.write()
     return record
 
@@ -154,6 +156,8 @@ def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, shou
                                                          device=config.device, lr_schedule="cosine"),
                   progress=reporter.phase("magnitude probe", probe_steps), should_stop=should_stop)
             net.cpu().eval()
+    if not is_main_process():  # the other torchrun ranks have helped train; rank 0 saves the run
+        return run
     save_modules(record.path / "weights.safetensors", {"net": net})
     predicted = run.predict_magnitudes(dataset.images)
     test = split == 2
@@ -291,6 +295,8 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
                                 image_epochs * count_batches(len(epoch_index), config.batch_size)),
                             should_stop=should_stop)
     net.cpu().eval()
+    if not is_main_process():
+        return run
     modules = {"net": net}
     if pretext_run is not None:
         modules["pretext"] = pretext_run.net
