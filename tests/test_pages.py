@@ -251,7 +251,7 @@ def test_evaluate_tab_table_and_colouring(default_model):
     at = open_page("pages/spectra.py", tab="Evaluate")
     r2_table = next(frame.value for frame in at.dataframe
                     if hasattr(frame.value, "columns") and "paper mdAT" in frame.value.columns)
-    assert r2_table.loc["[alpha/Fe] [dex]", "mdAT"] == "–"  # no R² for a label that does not vary
+    assert r2_table.loc["[α/Fe] [dex]", "mdAT"] == "–"  # no R² for a label that does not vary
     assert any(spec["layout"]["yaxis"].get("type") == "log" and "Teff" in json.dumps(spec["layout"]["xaxis"])
                for spec in chart_specs(at))  # the reconstruction error across Teff
     at.selectbox(key="emb_colour").set_value("logg").run()

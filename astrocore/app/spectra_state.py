@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from .. import jobs
-from ..runs import runs_dir
+from ..runs import read_json, runs_dir
 from . import common as app_common
 from . import plots
 from . import spectra as app_spectra
@@ -14,6 +14,7 @@ from . import spectra as app_spectra
 MODES = {"mdat": "mdAT — one adversary per parameter (paper's best)", "at": "AT — one joint adversary",
          "noat": "noAT — no adversary (conditional autoencoder)"}
 PRESETS = {"fast": "fast — minutes on a laptop CPU (improved recipe)",
+           "fast-no-twins": "fast-no-twins — for data without repeated chemistries (no twin terms)",
            "paper-fast": "paper-fast — the paper's recipe, short schedule",
            "paper": "paper — the published sizes (200 epochs; for a GPU)"}
 SCHEDULES = {"": "the preset's (constant)", "cosine": "cosine decay to 1 % over the run"}
@@ -118,7 +119,9 @@ def training_card(status: dict, epochs, allow_cancel: bool = True, key: str = ""
                 jobs.cancel(folder)
                 st.toast(f"Stopping {run_id} …")
     elif state == "done":
-        st.success(f"**{run_id}** finished in {status['elapsed']:.0f} s.", icon=":material/check_circle:")
+        twins = (read_json(folder / "run.json") or {}).get("metrics", {}).get("twins")
+        st.success(f"**{run_id}** finished in {status['elapsed']:.0f} s"
+                   + (f" · twin terms {twins}." if twins else "."), icon=":material/check_circle:")
     elif state == "cancelled":
         st.warning(f"**{run_id}** was cancelled ({status['message'] or 'stopped by the user'}).")
     elif state == "failed":

@@ -7,6 +7,7 @@ import streamlit as st
 from .. import jobs
 from ..data.names import label_title
 from ..data.dataset import DataError
+from ..methods.disentangle.config import preset_for_data
 from ..runs import runs_dir
 from . import common as app_common
 from . import plots
@@ -128,7 +129,14 @@ def train_tab(run, record, default_settings: dict) -> None:
                                              default=[n for n in ("teff", "logg") if n in available],
                                              format_func=label_title, key="train_cp",
                                              help="What the decoder is given and the adversaries remove from z.")
-        preset = columns[2].selectbox("Preset", list(PRESETS), format_func=PRESETS.get, key="train_preset")
+        # Data whose spectra share no known chemistry (no fingerprint column) cannot run the twin
+        # terms: their default is the recipe without them (the CLI maps "fast" the same way).
+        suggested = preset_for_data("fast", dataset.labels.colnames)
+        preset = columns[2].selectbox("Preset", list(PRESETS), index=list(PRESETS).index(suggested),
+                                      format_func=PRESETS.get, key="train_preset")
+        if suggested != "fast":
+            columns[2].caption("No fingerprint column: no two spectra are known to share a chemistry, so the "
+                               "twin terms are off (fast-no-twins).")
         columns = st.columns(4)
         epochs = columns[0].number_input("Epochs (0: the preset's)", 0, 1000, 0, key="train_epochs")
         lambdas = columns[1].text_input("λ (one, or one per parameter)", "", key="train_lambdas",
