@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,52 +96,116 @@ def read_coordinates(path) -> np.ndarray | None:
         return None
 
 
+#: UMAP and t-SNE are fitted on at most this many objects (a reproducible random sample); the rest are
+#: placed into that map by the fitted model's ``transform``, in chunks of :data:`TRANSFORM_CHUNK`.
+FIT_SAMPLE = 20_000
+TRANSFORM_CHUNK = 100_000
+
+
+def fit_rows(n: int, fit_sample: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted row numbers a projection is fitted on: all ``n`` rows, or a reproducible random
+    sample of ``fit_sample`` of them."""
+    if not fit_sample or n <= int(fit_sample):
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(fit_sample), replace=False))
+
+
+def _chunks(n: int, size: int = TRANSFORM_CHUNK):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _standardiser(values: np.ndarray, rows: np.ndarray, seed: int, reduce: bool = True):
+    """A function mapping raw vectors to the standardised (and with ``reduce``, above 100
+    dimensions, 50 principal components) space the map is made in, with its statistics taken from
+    ``rows``."""
+    sample = values[rows]
+    mean, scale = sample.mean(axis=0), np.maximum(sample.std(axis=0), 1e-12)
+    pca = None
+    if reduce and values.shape[1] > 100:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=50, random_state=seed).fit((sample - mean) / scale)
+
+    def standardise(block: np.ndarray) -> np.ndarray:
+        block = (np.asarray(block, np.float32) - mean) / scale
+        return block if pca is None else pca.transform(block).astype(np.float32)
+
+    return standardise
+
+
 def project(values: np.ndarray, method: str = "pca", key: str = "", folder=None, seed: int = 0,
-            n_seeds: int = 1, use_cache: bool = True, **params) -> tuple[np.ndarray, dict]:
+            n_seeds: int = 1, use_cache: bool = True, fit_sample: int | None = FIT_SAMPLE, progress=None,
+            **params) -> tuple[np.ndarray, dict]:
     """Project ``values`` (n, d) to 2-d. Returns (coordinates (n, 2), info).
 
     method: ``pca``; ``umap`` (params: n_neighbors=15, min_dist=0.1); ``tsne`` via openTSNE
     (params: perplexity=30). With ``n_seeds`` > 1, t-SNE is run from several seeds and the run
     with the lowest KL divergence is kept, as in the GANDALF paper. Inputs are standardised.
+
+    Large sets: with more than ``fit_sample`` objects (default :data:`FIT_SAMPLE`; None fits on
+    all) the map is fitted on a reproducible random sample of that many and every other object is
+    placed by the fitted model's ``transform`` (UMAP's, openTSNE's, PCA's), chunk by chunk, so a
+    million objects cost one fit of the sample plus a transform linear in n. ``info`` then holds
+    ``fit_sample``, ``fit_seconds`` and ``transform_seconds``. ``progress(fraction, text)`` is
+    called along the way when given.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2 or len(values) < 5:
         raise ValueError(f"Need a 2-d array with at least 5 rows to project; got shape {values.shape}.")
-    path = projection_path(key, method, {**params, "seed": seed, "n_seeds": n_seeds}, values, folder)
+    n = len(values)
+    rows = fit_rows(n, fit_sample, seed)
+    sampled = len(rows) < n
+    cache_params = {**params, "seed": seed, "n_seeds": n_seeds, **({"fit_sample": int(fit_sample)} if sampled else {})}
+    path = projection_path(key, method, cache_params, values, folder)
     if use_cache and path.exists():
         with np.load(path, allow_pickle=False) as stored:
             return stored["coordinates"], json.loads(str(stored["info"]))
-    standardised = (values - values.mean(axis=0)) / np.maximum(values.std(axis=0), 1e-12)
-    if standardised.shape[1] > 100 and method != "pca":
-        from sklearn.decomposition import PCA
-
-        standardised = PCA(n_components=50, random_state=seed).fit_transform(standardised)
-    info: dict = {"method": method, "params": params, "seed": seed}
+    report = progress or (lambda fraction, text: None)
+    started = time.perf_counter()
+    standardise = _standardiser(values, rows, seed, reduce=method != "pca")
+    sample = standardise(values[rows])
+    info: dict = {"method": method, "params": params, "seed": seed, "n": n}
+    report(0.0, f"fitting {PROJECTION_METHODS[method]} on {len(rows):,} objects")
     if method == "pca":
         from sklearn.decomposition import PCA
 
-        pca = PCA(n_components=2, random_state=seed)
-        coordinates = pca.fit_transform(standardised)
-        info["explained_variance_ratio"] = pca.explained_variance_ratio_.tolist()
+        model = PCA(n_components=2, random_state=seed).fit(sample)
+        info["explained_variance_ratio"] = model.explained_variance_ratio_.tolist()
+        fitted, transform = model.transform(sample), model.transform
     elif method == "umap":
         import umap
 
-        reducer = umap.UMAP(n_neighbors=int(params.get("n_neighbors", 15)),
-                            min_dist=float(params.get("min_dist", 0.1)), random_state=seed)
-        coordinates = reducer.fit_transform(standardised)
+        model = umap.UMAP(n_neighbors=int(params.get("n_neighbors", 15)),
+                          min_dist=float(params.get("min_dist", 0.1)), random_state=seed)
+        fitted, transform = model.fit_transform(sample), model.transform
     else:
         from openTSNE import TSNE
 
         best = None
         for offset in range(max(1, n_seeds)):
             embedding = TSNE(perplexity=float(params.get("perplexity", 30)), random_state=seed + offset,
-                             n_jobs=int(params.get("n_jobs", 2))).fit(standardised)
+                             n_jobs=int(params.get("n_jobs", 2))).fit(sample)
             if best is None or embedding.kl_divergence < best[1]:
-                best = (np.asarray(embedding), float(embedding.kl_divergence), seed + offset)
-        coordinates, info["kl_divergence"], info["best_seed"] = best
-    coordinates = np.asarray(coordinates, dtype=np.float32)
+                best = (embedding, float(embedding.kl_divergence), seed + offset)
+        embedding, info["kl_divergence"], info["best_seed"] = best
+        fitted = np.asarray(embedding)
+        transform = lambda block: np.asarray(embedding.transform(block))  # noqa: E731
+    coordinates = np.empty((n, 2), np.float32)
+    coordinates[rows] = np.asarray(fitted, np.float32)
+    fitted_at = time.perf_counter()
+    if sampled:
+        rest = np.setdiff1d(np.arange(n), rows, assume_unique=True)
+        done = 0
+        for part in _chunks(len(rest)):
+            index = rest[part]
+            coordinates[index] = np.asarray(transform(standardise(values[index])), np.float32)
+            done += len(index)
+            report(done / len(rest), f"placed {done:,} of {len(rest):,} objects into the map")
+        info.update(fit_sample=int(len(rows)), fit_seconds=round(fitted_at - started, 2),
+                    transform_seconds=round(time.perf_counter() - fitted_at, 2))
     if use_cache:
         np.savez(path, coordinates=coordinates, info=np.array(json.dumps(info)))
     return coordinates, info

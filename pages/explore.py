@@ -12,10 +12,10 @@ import streamlit as st
 
 from astrocore import embeddings
 from astrocore.app import common as app_common
-from astrocore.app import explore, explore_figures
+from astrocore.app import explore, explore_figures, explore_scale
 from astrocore.app import spectra as app_spectra
-from astrocore.app.explore_views import (ExploreView, get_data, get_hover, get_pca, get_run, neighbours_view,
-                                         selection_views)
+from astrocore.app.explore_views import (ExploreView, get_data, get_hover, get_pca, get_rank, get_run,
+                                         neighbours_view, selection_views)
 from astrocore.app.widgets import clicks_through_selections
 from astrocore.data.dataset import DataError
 
@@ -165,10 +165,13 @@ mode = options[1].segmented_control("Next lasso / box", list(explore.COMBINE), k
                                     help="How the next lasso or box combines with the current selection: New "
                                          "replaces it, Union adds to it, Intersection keeps the common objects, "
                                          "Remove takes the new ones away.") or "replace"
-shown = explore.display_subset(len(data), seed=0)
-if len(shown) < len(data):
-    st.caption(f"Showing a random subsample of {len(shown):,} of {len(data):,} objects for speed; lasso, box and "
-               "neighbour searches use all of them.")
+# Large runs: a capped sample of points over a density image of all objects, and a zoom to a window.
+large = len(data) > explore.MAX_DISPLAY
+view_key = json.dumps([selection_owner, representation, method, params, seed], default=str)
+zoomed = st.session_state.get("explore_window") or {}
+window = zoomed.get("window") if large and zoomed.get("key") == view_key else None
+plan = explore_scale.display_plan(coordinates, window=window, rank=get_rank(len(data)))
+shown = plan.shown
 
 
 @st.fragment
@@ -180,12 +183,31 @@ def explorer() -> None:
     pick = st.session_state.get("explore_pick")
     # After a new lasso plotly already highlights the selection: the scatter is then drawn exactly as
     # before, so Streamlit sends a reference instead of the figure and the browser redraws nothing.
-    base = json.dumps([selection_owner, representation, method, params, seed, colour, len(shown), pick], default=str)
+    base = json.dumps([view_key, colour, len(shown), window, pick], default=str)
     highlight, revision = explore.scatter_highlight(st.session_state, rows, base)
     title = f"{embeddings.PROJECTION_METHODS[method].split(' ')[0]} of {data.representations[representation]} · {record.id}"
-    figure = explore_figures.embedding_figure(coordinates, data.table[colour].to_numpy(), colour, method,
-                                      hover=get_hover(str(record.path), stamp), shown=shown,
-                                      selected=highlight, marked=pick, title=title, revision=revision)
+    # The same figure object as last time when nothing it shows changed (the common case after a lasso):
+    # building a 10,000-point scatter costs more than the linked views.
+    drawn = json.dumps([base, revision, None if highlight is None else explore.rows_digest(highlight)])
+    cached = st.session_state.get("explore_figure")
+    if cached is None or cached[0] != drawn:
+        cached = (drawn, explore_figures.embedding_figure(
+            coordinates, data.table[colour].to_numpy(), colour, method, hover=get_hover(str(record.path), stamp),
+            shown=shown, selected=highlight, marked=pick, title=title, revision=revision, density=plan.density,
+            window=window))
+        st.session_state.explore_figure = cached
+    figure = cached[1]
+    if large:
+        zoom = st.columns([3, 1, 1], vertical_alignment="center")
+        zoom[0].caption(plan.caption())
+        if zoom[1].button("Zoom to the selection", key="explore_zoom", icon=":material/zoom_in:", width="stretch",
+                          disabled=not len(rows)):
+            st.session_state.explore_window = {"key": view_key, "window": explore_scale.window_around(coordinates, rows)}
+            st.rerun()
+        if zoom[2].button("Show everything", key="explore_unzoom", icon=":material/zoom_out_map:", width="stretch",
+                          disabled=window is None):
+            st.session_state.explore_window = None
+            st.rerun()
     clicks_through_selections()
     st.plotly_chart(figure, key="explore_chart", on_select="rerun",
                     selection_mode=("lasso", "box", "points"), config=CHART_CONFIG, theme=None)

@@ -187,10 +187,28 @@ def test_plotly_selection_events_union_intersection_and_click(tiny_run):
 def test_large_runs_draw_a_subsample_but_select_on_the_full_set(tiny_run, monkeypatch):
     monkeypatch.setattr(explore, "MAX_DISPLAY", 30)
     at = open_explorer(explore_chart=chart_event(box=[{"x": [-1e6, 1e6], "y": [-1e6, 1e6]}]))
-    assert "random subsample of 30 of 72" in texts(at.caption)
+    assert "Drawing 30 of the 72 objects as points (a random sample) over a density image" in texts(at.caption)
     chart = explorer_coordinates(at)
-    assert chart["layout"]["meta"]["shown"] == 30
+    assert chart["layout"]["meta"]["shown"] == 30 and chart["layout"]["meta"]["density"]
+    assert chart["data"][0]["type"] == "heatmap"
     assert "72 of 72 objects selected" in texts(at.markdown)
+
+
+def test_large_runs_zoom_to_a_selection_and_back(tiny_run, monkeypatch):
+    monkeypatch.setattr(explore, "MAX_DISPLAY", 30)
+    data = explore.load_explore_data(tiny_run)
+    at = open_explorer(explore_rows=list(range(10)))
+    assert at.button(key="explore_unzoom").disabled and not at.button(key="explore_zoom").disabled
+    at.button(key="explore_zoom").click().run()
+    assert not at.exception
+    chart = explorer_coordinates(at)
+    window = at.session_state["explore_window"]["window"]
+    assert chart["layout"]["xaxis"]["range"] == [window[0], window[1]]
+    assert "Zoomed: all" in texts(at.caption) or "in this window" in texts(at.caption)
+    at.button(key="explore_unzoom").click().run()
+    assert at.session_state["explore_window"] is None
+    assert explorer_coordinates(at)["layout"]["xaxis"].get("range") is None
+    assert len(data) == 72
 
 
 def test_encoder_features_h_on_the_page(tiny_run):

@@ -315,6 +315,11 @@ def selection_indices(event, coordinates=None) -> np.ndarray | None:
     return np.unique(np.asarray(picked, int))
 
 
+def rows_digest(rows) -> str:
+    """A short identity of a set of row numbers."""
+    return hashlib.sha1(np.ascontiguousarray(np.asarray(rows, np.int64)).tobytes()).hexdigest()
+
+
 def _selection_of(event) -> dict:
     return ((event or {}).get("selection") if isinstance(event, dict) or hasattr(event, "get") else None) or {}
 

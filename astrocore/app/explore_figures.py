@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import plotly.colors as pc
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .explore import COLUMN_TITLES, ExploreData, ExploreError, colour_kind
-from .plots import FLUX_TITLE, WAVELENGTH_TITLE, gapped
+from .plots import DISPLAY_POINTS, FLUX_TITLE, WAVELENGTH_TITLE, decimation_index, gapped
+
+#: plotly_white, resolved once (a template name is expanded on every figure).
+TEMPLATE = "plotly_white"
 
 
 def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=None, shown: np.ndarray | None = None,
                      selected: np.ndarray | None = None, marked: int | None = None, height: int = 560,
-                     title: str = "", revision: int = 0):
+                     title: str = "", revision: int = 0, density=None, window=None):
     """The scatter of the projection. Every trace's ``customdata`` holds full-set row numbers, so
     a selection maps back to the data even when only a subsample is drawn.
 
@@ -21,6 +23,9 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
     points are dimmed); leave it None when the chart's own lasso already shows them (see
     :func:`selection_overlay`). ``revision`` only changes the
     figure's identity (a new value makes Streamlit mount a fresh chart, dropping a stale lasso).
+    ``density`` = (x centres, y centres, counts) from :func:`astrocore.app.explore_scale.display_plan`
+    is drawn as a grey log-density image under the points (every object, when only a sample of
+    them is drawn); ``window`` (x0, x1, y0, y1) sets the axes' ranges.
     """
     coordinates = np.asarray(coordinates, np.float32)
     n = len(coordinates)
@@ -31,6 +36,12 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
     kind = colour_kind(colour, colour_name)
     title_text = COLUMN_TITLES.get(colour_name, colour_name)
     figure = go.Figure()
+    if density is not None:
+        xc, yc, counts = density
+        level = np.where(counts > 0, np.log10(np.maximum(counts, 1)) + 0.3, np.nan).astype(np.float32)
+        figure.add_trace(go.Heatmap(x=xc, y=yc, z=level, colorscale="Greys", showscale=False, hoverinfo="skip",
+                                    zmin=0, zmax=float(np.nanmax(level)) if np.isfinite(level).any() else 1,
+                                    name="density of all objects", showlegend=False, opacity=0.7))
 
     chosen = None
     if selected is not None:  # highlighted the way plotly highlights its own lasso: the rest is dimmed
@@ -53,8 +64,8 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
                                cmin=float(finite.min()) if finite.size else None,
                                cmax=float(finite.max()) if finite.size else None,
                                colorbar=dict(title=dict(text=title_text), thickness=14)))
-        figure.data[0].name = "objects"
-        figure.data[0].showlegend = False
+        figure.data[-1].name = "objects"
+        figure.data[-1].showlegend = False
     else:
         uniques, codes = np.unique(colour.astype(str), return_inverse=True)
         codes = codes.ravel()
@@ -67,8 +78,8 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
                     figure.data[-1].name = f"{title_text} {value}" if colour_name == "fingerprint" else str(value)
         else:  # many categories (e.g. hundreds of fingerprints): one trace, a cyclic scale
             figure.add_trace(trace(shown, color=codes[shown] % 24, colorscale="Turbo", showscale=False))
-            figure.data[0].name = "objects"
-            figure.data[0].showlegend = False
+            figure.data[-1].name = "objects"
+            figure.data[-1].showlegend = False
     if marked is not None and 0 <= marked < n:
         figure.add_trace(go.Scatter(x=[coordinates[marked, 0]], y=[coordinates[marked, 1]], mode="markers",
                                     name="picked object", customdata=[marked], hoverinfo="skip",
@@ -79,9 +90,14 @@ def embedding_figure(coordinates, colour, colour_name: str, method: str, hover=N
                          margin=dict(l=50, r=20, t=40 if title else 20, b=45), title=dict(text=title) if title else None,
                          xaxis=dict(title=f"{axis} 1", showline=True, mirror=True, linecolor="#444", zeroline=False),
                          yaxis=dict(title=f"{axis} 2", showline=True, mirror=True, linecolor="#444", zeroline=False),
-                         legend=dict(orientation="h", yanchor="top", y=-0.12, x=0), uirevision=method,
+                         legend=dict(orientation="h", yanchor="top", y=-0.12, x=0),
+                         uirevision=f"{method}{'' if window is None else window}",
                          meta={"explorer": True, "n": int(n), "shown": len(shown), "revision": int(revision),
-                               "highlighted": None if selected is None else len(selected)})
+                               "highlighted": None if selected is None else len(selected),
+                               "density": density is not None})
+    if window is not None:
+        figure.update_xaxes(range=[window[0], window[1]])
+        figure.update_yaxes(range=[window[2], window[3]])
     return figure
 
 
@@ -91,7 +107,8 @@ MAX_BAND_SPECTRA = 1000
 
 def _quantiles(values: np.ndarray, fractions) -> np.ndarray:
     """Quantiles along axis 0 with linear interpolation (numpy's default method), through one sort
-    (several times faster than ``np.percentile`` on (n, 7214) arrays)."""
+    (several times faster than ``np.percentile`` on (n, 7214) arrays; faster than a partition at
+    several order statistics too)."""
     ordered = np.sort(values, axis=0)
     position = np.asarray(fractions, float) * (len(ordered) - 1)
     low = np.floor(position).astype(int)
@@ -101,8 +118,9 @@ def _quantiles(values: np.ndarray, fractions) -> np.ndarray:
 
 
 def band_statistics(spectra: np.ndarray, index, max_spectra: int | None = MAX_BAND_SPECTRA,
-                    seed: int = 0) -> dict[str, np.ndarray]:
-    """16th, 50th and 84th percentile of the selected spectra and of the rest: arrays (3, n_pixels).
+                    seed: int = 0, pixels=None) -> dict[str, np.ndarray]:
+    """16th, 50th and 84th percentile of the selected spectra and of the rest: arrays (3, n_pixels)
+    (only at ``pixels`` when given).
 
     A group larger than ``max_spectra`` is summarised by a reproducible random subsample of that
     many spectra (a display statistic: with 1000 spectra a percentile is known to about 1 % of
@@ -119,38 +137,64 @@ def band_statistics(spectra: np.ndarray, index, max_spectra: int | None = MAX_BA
             continue
         if max_spectra and len(rows) > max_spectra:
             rows = np.sort(rng.choice(rows, size=int(max_spectra), replace=False))
-        result[name] = _quantiles(spectra[rows].astype(np.float32, copy=False), [0.16, 0.5, 0.84])
+        block = spectra[rows] if pixels is None else spectra[np.ix_(rows, np.asarray(pixels, int))]
+        result[name] = _quantiles(block.astype(np.float32, copy=False), [0.16, 0.5, 0.84])
     return result
 
 
-def selection_spectra_figure(wavelength, spectra, index, height: int = 380):
+def display_pixels(wavelength, spectra, max_points: int = DISPLAY_POINTS, seed: int = 0) -> np.ndarray:
+    """The pixels a run's band charts are drawn from: all of a short spectrum; for a long one
+    (APOGEE's 7214) about ``max_points``, each bin's extremes of the whole set's 16th, 50th and
+    84th percentile spectra (lines sit at the same wavelengths in every star, so these pixels keep
+    every line of any selection), plus the ends of detector segments. Computed once per run, it
+    makes each lasso's statistics 3-4 times cheaper and its chart as many times smaller."""
+    wavelength = np.asarray(wavelength, float)
+    if len(wavelength) <= max_points:
+        return np.arange(len(wavelength))
+    whole = band_statistics(spectra, np.arange(0), seed=seed)["rest"]
+    step = np.diff(wavelength)
+    gaps = np.flatnonzero(step > 5 * np.median(step)) + 1
+    return decimation_index(list(whole), max_points, keep=np.concatenate([gaps, gaps - 1]))
+
+
+AXIS = dict(showline=True, mirror=True, linecolor="#444")
+
+
+def selection_spectra_figure(wavelength, spectra, index, height: int = 380, pixels=None):
     """Median and 16-84 % band of the selection against the rest. SVG lines (not WebGL): the
-    browser draws six lines of a few thousand points faster than it sets up a WebGL context."""
-    stats = band_statistics(spectra, index)
-    # NaN at detector gaps, so no line or band bridges them.
-    stats = {name: tuple(gapped(wavelength, *values)[1]) for name, values in stats.items()}
-    wavelength = gapped(wavelength)[0]
+    browser draws six lines of a few thousand points faster than it sets up a WebGL context.
+    ``pixels``: draw only these (see :func:`display_pixels`; a page computes them once per run);
+    the figure is built from plain dicts, lines break at detector gaps."""
+    stats = band_statistics(spectra, index, pixels=pixels)
+    names = [name for name in ("rest", "selection") if name in stats]
+    wavelength = np.asarray(wavelength, float)
+    curves = [row for name in names for row in stats[name]]
+    if pixels is None:
+        wavelength, curves = gapped(wavelength, *curves)
+    else:  # NaN at the full grid's detector gaps, so no line or band bridges them
+        pixels = np.asarray(pixels, int)
+        step = np.diff(wavelength)
+        gaps = np.searchsorted(pixels, np.flatnonzero(step > 5 * np.median(step)) + 1)
+        wavelength = np.insert(wavelength[pixels], gaps, np.nan).astype(np.float32)
+        curves = [np.insert(c.astype(np.float32), gaps, np.nan) for c in curves]
     colours = {"selection": ("#dd6b20", "rgba(221,107,32,0.25)"), "rest": ("#4a5568", "rgba(74,85,104,0.18)")}
-    figure = go.Figure()
     n_sel = len(np.asarray(index))
-    for name in ("rest", "selection"):
-        if name not in stats:
-            continue
-        low, median, high = stats[name]
+    data = []
+    for i, name in enumerate(names):
+        low, median, high = curves[3 * i: 3 * i + 3]
         line, fill = colours[name]
         label = f"selection ({n_sel})" if name == "selection" else f"rest ({len(spectra) - n_sel})"
-        figure.add_trace(go.Scatter(x=wavelength, y=high, mode="lines", line=dict(width=0), showlegend=False,
-                                    hoverinfo="skip", name=f"{name} 84 %"))
-        figure.add_trace(go.Scatter(x=wavelength, y=low, mode="lines", line=dict(width=0), fill="tonexty",
-                                    fillcolor=fill, name=f"{label} 16–84 %", hoverinfo="skip"))
-        figure.add_trace(go.Scatter(x=wavelength, y=median, mode="lines", line=dict(color=line, width=1.4),
-                                    name=f"{label} median"))
-    figure.update_layout(height=height, template="plotly_white", margin=dict(l=60, r=20, t=30, b=45),
-                         xaxis=dict(title=WAVELENGTH_TITLE, showline=True, mirror=True, linecolor="#444"),
-                         yaxis=dict(title=FLUX_TITLE, showline=True, mirror=True, linecolor="#444"),
-                         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-                         meta={"linked": "spectra", "n_selected": n_sel})
-    return figure
+        data += [dict(type="scatter", x=wavelength, y=high, mode="lines", line=dict(width=0), showlegend=False,
+                      hoverinfo="skip", name=f"{name} 84 %"),
+                 dict(type="scatter", x=wavelength, y=low, mode="lines", line=dict(width=0), fill="tonexty",
+                      fillcolor=fill, name=f"{label} 16–84 %", hoverinfo="skip"),
+                 dict(type="scatter", x=wavelength, y=median, mode="lines", line=dict(color=line, width=1.4),
+                      name=f"{label} median")]
+    layout = dict(height=height, template=TEMPLATE, margin=dict(l=60, r=20, t=30, b=45),
+                  xaxis=dict(title=dict(text=WAVELENGTH_TITLE), **AXIS), yaxis=dict(title=dict(text=FLUX_TITLE), **AXIS),
+                  legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+                  meta={"linked": "spectra", "n_selected": n_sel})
+    return go.Figure(data=data, layout=layout, _validate=False)
 
 
 def histogram_columns(data: ExploreData) -> list[str]:
@@ -158,13 +202,24 @@ def histogram_columns(data: ExploreData) -> list[str]:
 
 
 def label_histograms_figure(data: ExploreData, index, columns=None, height: int = 300):
-    """One panel per label: the selection's histogram against the whole set (both as densities)."""
+    """One panel per label: the selection's histogram against the whole set (both as fractions).
+    Built from plain dicts (no ``make_subplots``): it is redrawn on every lasso."""
     columns = list(columns or histogram_columns(data))
     if not columns:
         raise ExploreError("This run has no numeric labels to histogram.")
     index = np.asarray(index, int)
-    figure = make_subplots(rows=1, cols=len(columns), horizontal_spacing=0.06)
-    for i, name in enumerate(columns, start=1):
+    spacing = 0.06
+    width = (1 - spacing * (len(columns) - 1)) / len(columns)
+    data_traces, layout = [], dict(barmode="overlay", height=height, template=TEMPLATE,
+                                   margin=dict(l=60, r=20, t=30, b=50), legend=dict(orientation="h", y=1.12, x=0),
+                                   meta={"linked": "histograms", "n_selected": len(index)})
+    for i, name in enumerate(columns):
+        suffix = "" if i == 0 else str(i + 1)
+        left = i * (width + spacing)
+        layout[f"xaxis{suffix}"] = dict(domain=[left, left + width], anchor=f"y{suffix}",
+                                        title=dict(text=COLUMN_TITLES.get(name, name)), **AXIS)
+        layout[f"yaxis{suffix}"] = dict(anchor=f"x{suffix}", **AXIS,
+                                        **({"title": dict(text="fraction")} if i == 0 else {}))
         values = data.table[name].to_numpy(float)
         finite = values[np.isfinite(values)]
         if not finite.size:
@@ -173,16 +228,11 @@ def label_histograms_figure(data: ExploreData, index, columns=None, height: int 
         for label, rows, colour in (("all", slice(None), "#a0aec0"), ("selection", index, "#dd6b20")):
             counts, _ = np.histogram(values[rows], bins=edges, density=False)
             total = max(counts.sum(), 1)
-            figure.add_trace(go.Bar(x=0.5 * (edges[1:] + edges[:-1]), y=counts / total, width=np.diff(edges),
-                                    marker=dict(color=colour), opacity=0.55 if label == "all" else 0.75,
-                                    name=label, showlegend=i == 1, legendgroup=label), row=1, col=i)
-        figure.update_xaxes(title_text=COLUMN_TITLES.get(name, name), row=1, col=i, showline=True, mirror=True,
-                            linecolor="#444")
-    figure.update_yaxes(title_text="fraction", row=1, col=1)
-    figure.update_layout(barmode="overlay", height=height, template="plotly_white",
-                         margin=dict(l=60, r=20, t=30, b=50), legend=dict(orientation="h", y=1.12, x=0),
-                         meta={"linked": "histograms", "n_selected": len(index)})
-    return figure
+            data_traces.append(dict(type="bar", x=0.5 * (edges[1:] + edges[:-1]), y=counts / total,
+                                    width=np.diff(edges), marker=dict(color=colour),
+                                    opacity=0.55 if label == "all" else 0.75, name=label, showlegend=i == 0,
+                                    legendgroup=label, xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
+    return go.Figure(data=data_traces, layout=layout, _validate=False)
 
 
 def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0.0, height: int = 380,

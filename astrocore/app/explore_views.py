@@ -10,7 +10,7 @@ from streamlit.errors import StreamlitAPIException
 from .. import embeddings
 from ..data.dataset import DataError
 from . import common as app_common
-from . import cutouts, explore, explore_export, explore_figures, explore_neighbours, plots, uploads
+from . import cutouts, explore, explore_export, explore_figures, explore_neighbours, explore_scale, plots, uploads
 from .widgets import conditional_sliders
 
 
@@ -63,6 +63,17 @@ def get_cutouts(path: str, stamp: float, rows: tuple, mode: str, title: str, lin
                                       linked=linked)
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_rank(n: int):
+    return explore_scale.priorities(n)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_display_pixels(path: str, stamp: float):
+    data = get_data(path, stamp)
+    return explore_figures.display_pixels(data.wavelength, data.spectra)
+
+
 @st.cache_data(max_entries=16, show_spinner="Measuring how close the run's objects are to each other …")
 def typical_distance(path: str, stamp: float, representation: str) -> float:
     values = explore.representation_values(get_data(path, stamp), representation)
@@ -88,7 +99,9 @@ def selection_views(view: ExploreView, rows: np.ndarray) -> None:
         tags_view(view, rows)
         return
     if view.data.spectra is not None:
-        st.plotly_chart(explore_figures.selection_spectra_figure(view.data.wavelength, view.data.spectra, rows),
+        pixels = get_display_pixels(str(view.record.path), view.stamp)
+        st.plotly_chart(explore_figures.selection_spectra_figure(view.data.wavelength, view.data.spectra, rows,
+                                                                 pixels=pixels),
                         key="explore_spectra", config=plots.PLOTLY_CONFIG, theme=None)
     else:
         st.caption("The spectra of this run cannot be rebuilt, so only labels are compared.")

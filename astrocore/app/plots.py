@@ -178,12 +178,48 @@ def zoom_presets(wavelength) -> dict[str, tuple[float, float]]:
 
 
 # ============================================================================ helpers
-def gapped(wavelength: np.ndarray, *fluxes):
+#: Pixels per trace of a full-range spectrum sent to the browser (about two per pixel of a wide chart).
+DISPLAY_POINTS = 2000
+
+
+def decimation_index(fluxes, max_points: int = DISPLAY_POINTS, keep=()) -> np.ndarray:
+    """Sorted pixel numbers that draw ``fluxes`` (arrays of one length) with at most about
+    ``max_points`` points: the pixels are cut into equal bins and each bin keeps the pixels of each
+    flux's minimum and maximum (so every line keeps its depth and every spike its height), plus the
+    ``keep`` pixels (e.g. the ends of detector segments). All of them when they are few already."""
+    fluxes = [np.asarray(f, dtype=np.float32) for f in fluxes if f is not None]
+    n = len(fluxes[0]) if fluxes else 0
+    if n <= max_points or not fluxes:
+        return np.arange(n)
+    n_bins = max(1, int(max_points) // (2 * len(fluxes)))
+    width = -(-n // n_bins)
+    chosen = [np.asarray(keep, int), np.array([0, n - 1])]
+    offsets = np.arange(n_bins) * width
+    for flux in fluxes:
+        padded = np.full(n_bins * width, np.nan, np.float32)
+        padded[:n] = flux
+        finite = np.isfinite(padded).reshape(n_bins, width)
+        blocks = padded.reshape(n_bins, width)
+        has = finite.any(axis=1)
+        low = np.where(finite, blocks, np.inf).argmin(axis=1)
+        high = np.where(finite, blocks, -np.inf).argmax(axis=1)
+        chosen += [(offsets + low)[has], (offsets + high)[has]]
+    index = np.unique(np.concatenate(chosen))
+    return index[(index >= 0) & (index < n)]
+
+
+def gapped(wavelength: np.ndarray, *fluxes, max_points: int | None = None):
     """float32 copies with NaN inserted at detector gaps (steps > 5x the median), so lines do not
-    bridge the APOGEE chip gaps."""
+    bridge the APOGEE chip gaps. With ``max_points`` a longer spectrum is decimated first (see
+    :func:`decimation_index`: each bin's minimum and maximum are kept; the gaps are those of the full grid)."""
     wavelength = np.asarray(wavelength, dtype=np.float64)
     step = np.diff(wavelength)
     gaps = np.flatnonzero(step > 5 * np.median(step)) + 1 if step.size > 2 else np.array([], int)
+    if max_points and len(wavelength) > max_points:
+        index = decimation_index(fluxes, max_points, keep=np.concatenate([gaps, gaps - 1]))
+        wavelength = wavelength[index]
+        fluxes = tuple(None if f is None else np.asarray(f)[index] for f in fluxes)
+        gaps = np.searchsorted(index, gaps)
     out_wl = np.insert(wavelength, gaps, np.nan).astype(np.float32)
     out = [None if f is None else np.insert(np.asarray(f, dtype=np.float64), gaps, np.nan).astype(np.float32)
            for f in fluxes]
@@ -224,14 +260,16 @@ def _line_decorations(lines: list[Line], bands, xrange: tuple[float, float], wid
 def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals: dict[str, np.ndarray] | None = None,
                     xrange: tuple[float, float] | None = None, title: str = "", extrapolation: bool = False,
                     meta: dict | None = None, uirevision: str = "spectrum", height: int = 560,
-                    show_lines: bool = True, crop: bool = True) -> go.Figure:
+                    show_lines: bool = True, crop: bool = True, decimate: bool = True) -> go.Figure:
     """Spectra overlaid in a top panel and residuals below, sharing the wavelength axis.
 
     ``traces`` maps a legend name to flux; names starting with "Original", "Reconstruction",
     "Generated", "True" get the standard colours and styles (None values are skipped).
     ``residuals`` maps a legend name to a flux difference for the lower panel. With ``crop`` only
     the pixels around ``xrange`` (one window width on each side) are sent to the browser, which
-    keeps a slider move on a zoomed APOGEE view to a few hundred points instead of 7214 per trace.
+    keeps a slider move on a zoomed APOGEE view to a few hundred points instead of 7214 per trace;
+    with ``decimate`` a longer stretch is sent as about :data:`DISPLAY_POINTS` points per trace
+    (each bin's minimum and maximum, so no line loses its depth).
     """
     wavelength = np.asarray(wavelength, dtype=np.float64)
     xrange = xrange or (float(wavelength[0]), float(wavelength[-1]))
@@ -245,7 +283,11 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
                          for name, flux in (residuals or {}).items()}
     names = [name for name, flux in traces.items() if flux is not None]
     residual_names = [name for name, flux in (residuals or {}).items() if flux is not None]
-    wl, fluxes = gapped(wavelength, *[traces[n] for n in names], *[residuals[n] for n in residual_names])
+    # A wide view (e.g. APOGEE's full 7214 pixels) is sent decimated: each bin's extremes of every
+    # trace, about DISPLAY_POINTS points a trace (a 1000-px chart cannot show more); a zoom preset
+    # crops to the window above and is sent at full resolution.
+    wl, fluxes = gapped(wavelength, *[traces[n] for n in names], *[residuals[n] for n in residual_names],
+                        max_points=DISPLAY_POINTS if decimate else None)
     data = []
     for name, flux in zip(names, fluxes[:len(names)]):
         style = _style(name, extrapolation)
