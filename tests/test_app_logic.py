@@ -60,7 +60,7 @@ def test_choose_default_run_prefers_finished_default_runs(tmp_path):
 
 def test_source_labels_and_cli_arguments():
     apogee = app_common.simulator_source("apogee", 20, 3)
-    assert "APOGEE-like, 20 fingerprints, seed 3" == app_common.source_label(apogee)
+    assert "APOGEE-like, 20 chemistries × 210 Teff, log g, seed 3" == app_common.source_label(apogee)
     assert app_common.cli_data_arguments(apogee) == {"data": "apogee", "n_stars": 20, "data_seed": 3}
     rvs = app_common.simulator_source("rvs", 500)
     assert app_common.cli_data_arguments(rvs)["data"] == "rvs"

@@ -99,7 +99,7 @@ def source_label(source: dict) -> str:
         params = source.get("params", {})
         generator = source.get("generator")
         if generator == "apogee":
-            return f"APOGEE-like, {params.get('n_fingerprints', '?')} fingerprints, seed {params.get('seed', 0)}"
+            return f"APOGEE-like, {params.get('n_fingerprints', '?')} chemistries × 210 Teff, log g, seed {params.get('seed', 0)}"
         if generator == "rvs":
             return f"RVS-like, {params.get('n_stars', '?')} stars, seed {params.get('seed', 0)}"
         if generator == "payne":
@@ -114,8 +114,8 @@ def source_label(source: dict) -> str:
 def run_label(record: RunRecord) -> str:
     config = record.config
     mode = MODE_TITLES.get(config.get("mode", ""), config.get("mode", ""))
-    cp = ",".join(config.get("conditional", []))
-    return f"{record.id} · {mode} | {cp} · {source_label(record.data)}"
+    conditioned = ", ".join(label_title(name, unit=False) for name in config.get("conditional", []))
+    return f"{record.id} · {mode} on {conditioned} · {source_label(record.data)}"
 
 
 def run_stamp(record: RunRecord) -> float:
