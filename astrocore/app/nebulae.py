@@ -71,7 +71,7 @@ def gap_summary(dataset: Dataset) -> pd.DataFrame:
             mask = in_domain & (labels["class"] == name)
             row = {"domain": domain, "class": name, "share": float(mask.sum() / max(in_domain.sum(), 1))}
             for key in ("log_oiii_hb", "log_nii_ha", "log_sii_ha", "log_oi_ha", "log_ha_hb"):
-                row[key] = float(np.nanmedian(np.asarray(labels[key])[mask])) if mask.any() else np.nan
+                row[f"median {RATIO_TITLES.get(key, key)} [dex]"] = float(np.nanmedian(np.asarray(labels[key])[mask])) if mask.any() else np.nan
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -105,10 +105,18 @@ def bpt_figure(table, x_name: str, colour_by: str = "class", title: str = "", ma
     if x_name == "log_sii_ha":
         figure.add_vline(x=np.log10(0.4), line=dict(color="grey", dash="dot"),
                          annotation_text="[SII]/Hα = 0.4", annotation_position="bottom right")
-    figure.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(itemsizing="constant"))
+    figure.update_layout(title=below_toolbar(title), height=400, margin=dict(l=10, r=10, t=64, b=10),
+                         legend=dict(itemsizing="constant"))
     figure.update_xaxes(title=f"{RATIO_TITLES[x_name]} [dex]", range=list(x_range))
     figure.update_yaxes(title=f"{RATIO_TITLES['log_oiii_hb']} [dex]", range=[-1.6, 1.7])
     return figure
+
+
+def below_toolbar(text: str) -> dict:
+    """A chart title set below plotly's toolbar (which sits in the top-right corner), so narrow
+    charts do not draw one over the other; needs a top margin of about 64 px."""
+    return dict(text=text, x=0.01, xanchor="left", y=1, yref="container", yanchor="top", pad=dict(t=34),
+                font=dict(size=14))
 
 
 def bpt_panels(table, colour_by: str = "class", title: str = "", max_points: int = MAX_POINTS) -> list[go.Figure]:
@@ -139,7 +147,7 @@ def confusion_figure(confusion, title: str) -> go.Figure:
     figure = go.Figure(go.Heatmap(z=fraction, x=list(CLASSES), y=list(CLASSES), zmin=0, zmax=1,
                                   colorscale="Blues", text=counts.astype(int), texttemplate="%{text}",
                                   colorbar=dict(title="recall")))
-    figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10))
+    figure.update_layout(title=below_toolbar(title), height=340, margin=dict(l=10, r=10, t=64, b=10))
     figure.update_xaxes(title="predicted class")
     figure.update_yaxes(title="true class", autorange="reversed")
     return figure
