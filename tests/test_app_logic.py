@@ -196,7 +196,7 @@ def test_unreadable_uploads_give_messages_not_tracebacks():
         uploads.load_uploaded_spectra("evil.zip", buffer.getvalue())
     with pytest.raises(uploads.UploadError):
         uploads.load_uploaded_spectra("table.csv", b"a,b\n1,2\n")
-    with pytest.raises(uploads.UploadError, match="no such file"):
+    with pytest.raises(uploads.UploadError, match="outside the data folders"):  # local paths: data roots only
         uploads.local_spectra_source("/nonexistent/spectra.fits")
     with pytest.raises(uploads.UploadError, match="Payne"):
         uploads.store_payne_upload("weights.npz", b"not an npz")

@@ -12,8 +12,10 @@ from ..simulators.apogee_grid import (APOGEE_CHIPS, APOGEE_FULL_N_PIXELS, CONTIN
                                       apogee_wavelength, continuum_normalise)
 from .common import (_ID_KEYS, BAD_PIXEL_ERROR, _dataset, _fail, _fill_bad, _header_labels, _header_wavelength,
                      _open_fits, _provenance, _sanity_wavelength)
+from .limits import guard
 
 
+@guard
 def read_apogee(path, *, rows: str = "combined", normalize=None, trim_gaps: bool = False,
                 kind: str | None = None) -> Dataset:
     """Read an APOGEE ``aspcapStar`` or ``apStar`` FITS file.

@@ -10,7 +10,6 @@ negative flux without an error, Halpha or Hbeta not detected) instead of an exce
 """
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from astropy.table import Table
 from ..dataset import DataError, Dataset
 from ..simulators.nebulae import LINE_NAMES, LINES
 from ..simulators.nebulae_observe import DETECTION_SIGMA, FEATURES, features_from_fluxes
+from . import limits
+from .limits import guard
 
 MAX_BYTES = 50_000_000
 MAX_ROWS = 500_000
@@ -90,11 +91,12 @@ def _read_table(data: bytes, name: str) -> Table:
     is_fits = data[:6] == b"SIMPLE" or suffix.endswith((".fits", ".fit", ".fits.gz", ".fz")) or data[:2] == b"\x1f\x8b"
     try:
         if is_fits:
-            with fits.open(io.BytesIO(data), memmap=False) as hdul:
+            with limits.open_fits_bytes(data, name) as hdul:
                 for hdu in hdul:
                     if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and hdu.data is not None:
                         return Table(hdu.data)
             raise DataError(f"{name}: a FITS file without a table extension; expected a catalogue table.")
+        limits.check_text(data, name)
         text = data.decode("utf-8", errors="strict")
         return Table.read(text, format="ascii.ecsv" if text.startswith("# %ECSV") else "ascii.csv")
     except DataError:
@@ -103,6 +105,7 @@ def _read_table(data: bytes, name: str) -> Table:
         raise DataError(f"{name} could not be read as a FITS or CSV table: {error}") from error
 
 
+@guard
 def read_nebula_catalogue(source, name: str | None = None, max_bytes: int = MAX_BYTES,
                           max_rows: int = MAX_ROWS) -> Dataset:
     """Read a catalogue of nebulae (path, or bytes with ``name``) into a labels-only Dataset.

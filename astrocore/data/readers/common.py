@@ -13,6 +13,7 @@ from astropy.table import Table
 from ... import __version__
 from ..dataset import DataError, Dataset
 from ..simulators.apogee_grid import APOGEE_FULL_N_PIXELS, APOGEE_LOG_START, APOGEE_N_PIXELS, file_sha256
+from . import limits
 
 #: Error assigned to pixels replaced because their flux was zero / NaN (chip gaps, bad pixels), in
 #: units of the (normalised) flux: such pixels carry no weight in any chi-square.
@@ -118,27 +119,59 @@ def _sniff(path: Path) -> str:
 
 
 def _open_fits(path):
-    """``fits.open`` that turns "not FITS" into a DataError naming the file."""
+    """``fits.open`` that turns "not FITS" into a DataError naming the file; the headers are checked
+    against the size budget first (:func:`~.limits.check_fits`) and ``.gz`` is decompressed with a cap."""
     path = _check_file(path, "a FITS file")
     kind = _sniff(path)
     if kind not in ("fits", "gzip"):
         raise _fail(path, "is not a FITS file (it does not start with 'SIMPLE  =').")
+    if kind == "gzip":
+        if path.stat().st_size > limits.max_bytes():
+            raise _fail(path, f"is {path.stat().st_size / 1e6:.0f} MB of gzip; too large to read.")
+        return limits.open_fits_bytes(path.read_bytes(), str(path))
+    limits.check_fits(path, str(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation is reported below as a DataError
-            hdul = fits.open(path, memmap=False)
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
             hdul.verify("silentfix")
-    except (OSError, ValueError, TypeError, IndexError, fits.VerifyError) as error:
+    except limits._FITS_ERRORS as error:
         raise _fail(path, f"could not be read as FITS: {error}") from error
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for hdu in hdul:  # read every HDU now so truncated / corrupt data fail here
                 _ = hdu.data
-    except (OSError, ValueError, TypeError, IndexError, fits.VerifyError) as error:
+                if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and hdu.data is not None:
+                    for column in hdu.columns.names:
+                        _ = hdu.data[column]
+    except limits._FITS_ERRORS as error:
         hdul.close()
         raise _fail(path, f"is truncated or corrupt ({error}).") from error
     return hdul
+
+
+def _load_dataset(path) -> Dataset:
+    """:meth:`Dataset.load` of a file or folder, its sizes checked first and every failure a DataError."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            limits.check_npz(path / "spectra.npz", str(path / "spectra.npz"))
+            if (path / "labels.ecsv").exists():
+                limits.check_text(path / "labels.ecsv", str(path / "labels.ecsv"))
+            provenance = path / "provenance.json"
+            if provenance.exists() and provenance.stat().st_size > 10 * 1024 * 1024:
+                raise _fail(provenance, "is larger than 10 MB; refused.")
+        elif _sniff(path) == "fits":
+            limits.check_fits(path, str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Dataset.load(path)
+    except (DataError, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a corrupt folder / file written by an older version
+        raise _fail(path, f"looks like an astrocore dataset but could not be read: "
+                          f"{type(error).__name__}: {str(error)[:300]}") from error
 
 
 def _to_angstrom(values, unit, path) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..dataset import DataError
 from .images import read_band_files, read_image_file
+from .limits import guard
 
 MAX_CUTOUT_SIDE = 256
 
@@ -37,6 +38,7 @@ def _finish(images: np.ndarray, bands: tuple, where: str, expected_bands) -> tup
     return cube, bands
 
 
+@guard
 def read_cutout(source, name: str | None = None, expected_bands=None) -> tuple[np.ndarray, tuple]:
     """One cutout file (path, bytes or upload) -> ``(array (n_bands, h, w) float32, bands)``.
     With ``expected_bands`` (e.g. ``("u", "g", "r", "i", "z")``) the band count must match and
@@ -46,6 +48,7 @@ def read_cutout(source, name: str | None = None, expected_bands=None) -> tuple[n
                    expected_bands)
 
 
+@guard
 def read_cutouts(sources, names=None, expected_bands=None) -> tuple[np.ndarray, tuple]:
     """One FITS file per band (blue to red, or named by their FILTER keyword) -> one cutout."""
     dataset = read_band_files(sources, names)

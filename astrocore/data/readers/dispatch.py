@@ -11,8 +11,9 @@ import numpy as np
 from ..dataset import DataError, Dataset
 from ..simulators.apogee_grid import APOGEE_N_PIXELS, apogee_wavelength
 from .apogee import read_apogee, to_apogee_grid
-from .common import (_FITS_SUFFIXES, _TABLE_SUFFIXES, BAD_PIXEL_ERROR, _check_file, _fail, _looks_like_apogee,
+from .common import (_FITS_SUFFIXES, _TABLE_SUFFIXES, BAD_PIXEL_ERROR, _check_file, _load_dataset, _looks_like_apogee,
                      _open_fits, _sniff)
+from .limits import guard
 from .gandalf import read_gandalf_folder, read_npz
 from .tables import read_table
 
@@ -27,16 +28,7 @@ def _call(reader, path, kwargs: dict, fmt: str) -> Dataset:
     return reader(path, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
-def _load_dataset(path: Path) -> Dataset:
-    try:
-        return Dataset.load(path)
-    except DataError:
-        raise
-    except Exception as error:  # corrupt folder / file written by an older version
-        raise _fail(path, f"looks like an astrocore dataset but could not be read: "
-                          f"{type(error).__name__}: {error}") from error
-
-
+@guard
 def read_spectra(path, **kwargs) -> Dataset:
     """Read spectra from ``path``, choosing the reader from the content.
 

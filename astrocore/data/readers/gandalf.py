@@ -6,7 +6,6 @@ import json
 import os
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,13 @@ from astropy.table import Table
 from ..dataset import DataError, Dataset
 from ..simulators.apogee_grid import APOGEE_N_PIXELS, apogee_wavelength
 from .apogee import _NPZ_FLUX_KEYS, _NPZ_LABEL_RENAMES
+from . import limits
 from .common import (_GANDALF_NAMES, _GANDALF_ORDER, _check_file, _count, _dataset, _fail, _label_table, _provenance,
                      _sanity_wavelength)
+from .limits import guard
 
 
+@guard
 def read_npz(path, wavelength=None) -> Dataset:
     """Read spectra from a ``.npz`` (read with ``allow_pickle=False``).
 
@@ -31,14 +33,7 @@ def read_npz(path, wavelength=None) -> Dataset:
     spectra), else the file stem.
     """
     path = _check_file(path, "a .npz file of spectra")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: np.asarray(archive[key]) for key in archive.files}
-    except AttributeError as error:
-        raise _fail(path, "holds a single .npy array, not a .npz of named arrays.") from error
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise _fail(path, f"could not be read as .npz (numeric arrays only, no pickled "
-                          f"objects): {error}") from error
+    arrays = limits.load_npz(path, str(path))
     if "w_array_0" in arrays:
         raise _fail(path, "is a Payne emulator, not spectra; use astrocore.data.payne."
                           "PayneEmulator.load or payne_grid.")
@@ -105,20 +100,15 @@ def read_npz(path, wavelength=None) -> Dataset:
 
 
 # --------------------------------------------------------------------------- GANDALF
-def _load_npy(path: Path, allow_pickle: bool):
-    try:
-        return np.load(path, allow_pickle=allow_pickle)
-    except ValueError as error:
-        if "pickle" in str(error).lower():
-            raise _fail(path, "stores Python objects (a pickled object array). Re-save it as a "
-                              "plain array (e.g. np.save(path, np.asarray(ids, dtype=str))) or, "
-                              "for a folder you trust, pass allow_pickle=True.") from error
-        raise _fail(path, f"could not be read as .npy: {error}") from error
-    except (OSError, EOFError) as error:
-        raise _fail(path, f"could not be read as .npy: {error}") from error
+def _load_npy(path: Path):
+    """A .npy of the folder: header checked before reading, never unpickled (see :func:`~.limits.load_npy`)."""
+    if not path.is_file():
+        raise _fail(path, "is not a file.")
+    return limits.load_npy(path, str(path))
 
 
-def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Dataset:
+@guard
+def read_gandalf_folder(path, wavelength=None) -> Dataset:
     """Read a GANDALF-format folder.
 
     Files: ``X.npy`` (n, n_pix) spectra; ``params.npy`` (n, n_params) labels; ``ids.npy`` (n,);
@@ -140,7 +130,7 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
         raise DataError(f"{path}: no X.npy; a GANDALF folder holds X.npy (spectra), params.npy, "
                         f"ids.npy, axis_labels.npy (found "
                         f"{sorted(p.name for p in path.iterdir())[:10]}).")
-    spectra = _load_npy(path / "X.npy", allow_pickle)
+    spectra = _load_npy(path / "X.npy")
     if spectra.dtype.kind not in "fiu":
         raise _fail(path / "X.npy", f"has dtype {spectra.dtype}; expected numbers.")
     if spectra.ndim == 1:
@@ -152,12 +142,12 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
         rows = np.flatnonzero(~np.isfinite(spectra).all(axis=1))
         raise _fail(path / "X.npy", f"NaN or infinite flux in {_count(rows.size)} (first: "
                                     f"row {rows[0]}).")
-    axis_labels = _load_npy(path / "axis_labels.npy", allow_pickle).ravel() \
+    axis_labels = _load_npy(path / "axis_labels.npy").ravel() \
         if (path / "axis_labels.npy").exists() else None
     # GANDALF's axis_labels.npy is the wavelength axis; older astrocore folders kept label names there.
     axis_is_wavelength = axis_labels is not None and axis_labels.dtype.kind in "fiu" and axis_labels.size == n_pix
     if (path / "wavelength.npy").exists():
-        wl = _load_npy(path / "wavelength.npy", allow_pickle)
+        wl = _load_npy(path / "wavelength.npy")
         source = "wavelength.npy"
     elif axis_is_wavelength:
         wl, source = axis_labels, "axis_labels.npy"
@@ -175,7 +165,7 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
                           f"{n_pix} pixels per spectrum.")
     columns = {}
     if (path / "params.npy").exists():
-        params = _load_npy(path / "params.npy", allow_pickle)
+        params = _load_npy(path / "params.npy")
         if params.ndim == 1 and n == 1:
             params = params[None, :]
         elif params.ndim == 1:
@@ -186,7 +176,7 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
         names_file = path / "param_names.npy"
         if names_file.exists() or (axis_labels is not None and not axis_is_wavelength):
             names_file = names_file if names_file.exists() else path / "axis_labels.npy"
-            names = [str(x) for x in _load_npy(names_file, allow_pickle).ravel()]
+            names = [str(x) for x in _load_npy(names_file).ravel()]
             if len(names) != params.shape[1]:
                 raise _fail(names_file, f"has {len(names)} names {names} but params.npy has "
                                         f"{params.shape[1]} columns.")
@@ -202,7 +192,7 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
             columns[name] = params[:, i]
     ids = None
     if (path / "ids.npy").exists():
-        ids = _load_npy(path / "ids.npy", allow_pickle).ravel()
+        ids = _load_npy(path / "ids.npy").ravel()
         if ids.size != n:
             raise _fail(path / "ids.npy", f"has {ids.size} ids for {n} spectra.")
         if ids.dtype.kind == "O":
@@ -210,7 +200,7 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
     errors = None
     for name in ("errors.npy", "X_err.npy"):
         if (path / name).exists():
-            errors = _load_npy(path / name, allow_pickle)
+            errors = _load_npy(path / name)
             if np.atleast_2d(errors).shape != (n, n_pix):
                 raise _fail(path / name, f"has shape {errors.shape}; expected ({n}, {n_pix}).")
             break
@@ -221,8 +211,11 @@ def read_gandalf_folder(path, wavelength=None, allow_pickle: bool = False) -> Da
     provenance = {}
     if (path / "provenance.json").exists():
         try:
+            if (path / "provenance.json").stat().st_size > 10 * 1024 * 1024:
+                raise ValueError("too large")
             provenance = json.loads((path / "provenance.json").read_text())
-        except (ValueError, OSError):
+            provenance = provenance if isinstance(provenance, dict) else {"file_provenance": provenance}
+        except (ValueError, OSError, RecursionError):
             provenance = {}
     provenance = {**provenance, "reader": "gandalf_folder", "folder": str(path.resolve()),
                   "wavelength_source": source}

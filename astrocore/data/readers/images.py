@@ -18,10 +18,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 
 from ..dataset import DataError, Dataset
+from . import limits
+from .common import _load_dataset
+from .limits import guard
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_SIDE = 1024
@@ -99,18 +101,16 @@ def _pixel_scale(header) -> float | None:
 
 
 def _read_fits(data: bytes, name: str, hdu: int | None) -> Dataset:
-    try:
-        hdul = fits.open(io.BytesIO(data), memmap=False)
-    except (OSError, ValueError, TypeError) as error:
-        raise DataError(f"{name} is not a readable FITS file ({error}).") from None
+    data = limits.fits_payload(data, name)
+    hdul = limits.open_fits_bytes(data, name)
     with hdul:
         names = [h.name for h in hdul]
         if "IMAGES" in names and "LABELS" in names:  # an astrocore Dataset file
             copy = _temporary_copy(data, name)
             try:
-                return Dataset.load(copy)
+                return _load_dataset(copy)
             except DataError as error:
-                raise DataError(f"{name}: {error}") from None
+                raise DataError(f"{name}: {str(error).replace(str(copy), 'the file')}") from None
             finally:
                 copy.unlink(missing_ok=True)
         images = [(i, h) for i, h in enumerate(hdul) if h.is_image and h.data is not None and h.data.ndim >= 2]
@@ -159,16 +159,17 @@ def _read_raster(data: bytes, name: str) -> Dataset:
     from PIL import Image, UnidentifiedImageError  # lazy: only PNG/JPEG uploads need Pillow
 
     try:
-        with Image.open(io.BytesIO(data)) as picture:
+        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as picture:
             width, height = picture.size
             if max(width, height) > MAX_SIDE or min(width, height) < MIN_SIDE:
                 raise DataError(f"{name}: images must be {MIN_SIDE}-{MAX_SIDE} pixels on a side; got {width} x {height}.")
             rgb = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as error:
         raise DataError(f"{name} is not a readable PNG or JPEG image ({error}).") from None
     return _dataset(rgb.transpose(2, 0, 1)[None], ("R", "G", "B"), name, extra={"rgb": True})
 
 
+@guard
 def read_image_file(source, name: str | None = None, hdu: int | None = None) -> Dataset:
     """Cutouts from one file (a path, or bytes / an uploaded file with ``name``); see the module
     docstring for the layouts. ``hdu`` picks one image extension of a FITS file."""
@@ -182,6 +183,7 @@ def read_image_file(source, name: str | None = None, hdu: int | None = None) -> 
                     "the name and content match neither.")
 
 
+@guard
 def read_band_files(sources, names=None, bands=None, hdu: int = 0) -> Dataset:
     """One FITS file per band (blue to red): HDU ``hdu`` of every file is one band of the cutout.
     ``bands`` names them (default: each file's FILTER keyword or its name)."""

@@ -18,6 +18,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ..dataset import DataError
+from . import limits
+from .limits import guard
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 GRID_LOG_START = np.log10(4000.0)
@@ -58,7 +60,7 @@ def _with_specutils(data: bytes):
         from specutils.io.default_loaders.sdss import spec_identify
     except ImportError:  # pragma: no cover - specutils is a requirement
         return None
-    with fits.open(io.BytesIO(data), memmap=False) as hdul:
+    with limits.open_fits_bytes(data, "spectrum") as hdul:
         try:
             recognised = spec_identify("read", hdul)
         except Exception:  # noqa: BLE001 - any missing keyword means "not this format"
@@ -77,10 +79,7 @@ def _with_specutils(data: bytes):
 
 def _with_astropy(data: bytes, name: str):
     """(log10 wavelength, flux, ivar, and_mask) from HDU 1 of a spec / spec-lite file."""
-    try:
-        hdul = fits.open(io.BytesIO(data), memmap=False)
-    except (OSError, ValueError, TypeError) as error:
-        raise DataError(f"{name} is not a readable FITS file ({error}).") from None
+    hdul = limits.open_fits_bytes(data, name)
     with hdul:
         if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
             raise DataError(f"{name}: expected an SDSS spec / spec-lite file with a table (COADD) in HDU 1; "
@@ -99,6 +98,7 @@ def _with_astropy(data: bytes, name: str):
 
 
 def _from_csv(data: bytes, name: str):
+    limits.check_text(data, name)
     try:
         table = Table.read(io.BytesIO(data), format="ascii.csv")
     except Exception as error:  # noqa: BLE001 - any parse failure is a bad upload
@@ -145,6 +145,7 @@ def resample(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, mask=None, 
     return flux_grid, ivar_grid
 
 
+@guard
 def read_sdss_spectrum(source, name: str | None = None) -> dict:
     """One SDSS spectrum (path, bytes or upload; spec / spec-lite FITS, or CSV with wavelength
     [Angstrom] or loglam, flux and optional ivar) on the 3522-pixel grid.
@@ -153,6 +154,8 @@ def read_sdss_spectrum(source, name: str | None = None) -> dict:
     "reader": "specutils" | "astropy" | "csv", "name": str}``.
     """
     data, name = _payload(source, name)
+    if limits.is_gzip(data):
+        data = limits.gunzip(data, name, limit=8 * MAX_FILE_BYTES)
     if name.lower().endswith(".csv"):
         loglam, flux, ivar, mask = _from_csv(data, name)
         reader = "csv"

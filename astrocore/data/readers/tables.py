@@ -12,8 +12,10 @@ from astropy.table import Table
 
 from ..dataset import DataError, Dataset
 from .common import (_FITS_SUFFIXES, _ID_KEYS, _TABLE_SUFFIXES, BAD_PIXEL_ERROR, _check_file, _count, _dataset, _fail,
-                     _header_wavelength, _label_table, _open_fits, _provenance, _sanity_wavelength, _sniff,
+                     _header_wavelength, _label_table, _load_dataset, _open_fits, _provenance, _sanity_wavelength, _sniff,
                      _to_angstrom)
+from . import limits
+from .limits import guard
 from .gandalf import _ERROR_NAMES, _FLUX_NAMES, _IVAR_NAMES, _LOGWAVE_NAMES, _WAVE_NAMES
 
 
@@ -49,7 +51,7 @@ def _read_fits_table(path: Path, wavelength=None) -> Dataset:
             pass  # an astrocore Dataset file; handled below, outside the with-block
         else:
             return _parse_fits_table(path, hdul, wavelength)
-    return Dataset.load(path)
+    return _load_dataset(path)
 
 
 def _extension_wavelength(hdul, path, n_pix):
@@ -221,6 +223,7 @@ def _read_text_table(path: Path, wavelength=None) -> Dataset:
     import pandas as pd
 
     suffix = path.suffix.lower()
+    limits.check_text(path, str(path))
     try:
         if suffix == ".ecsv":
             frame = Table.read(path, format="ascii.ecsv").to_pandas()
@@ -350,6 +353,7 @@ def _read_text_table(path: Path, wavelength=None) -> Dataset:
     return _dataset(path, flux, wl, table, errors, provenance)
 
 
+@guard
 def read_table(path, wavelength=None) -> Dataset:
     """Read spectra from a generic FITS or CSV table.
 
