@@ -38,13 +38,21 @@ def ssl_runs(runs_root=None) -> dict[str, list[RunRecord]]:
     return {stage: [r for r in done if r.config.get("stage") == stage] for stage in ("pretext", "downstream")}
 
 
+def label_set_title(name: str) -> str:
+    """``star_galaxy_quasar`` -> "star / galaxy / quasar", ``morphology_4`` -> "morphology (4 classes)"."""
+    head, _, count = str(name).rpartition("_")
+    if count.isdigit():
+        return f"{head} ({count} classes)"
+    return str(name).replace("_", " / ")
+
+
 def run_title(record: RunRecord) -> str:
     config, data = record.config, record.data
     if config.get("stage") == "pretext":
         mae = record.metrics.get("pretext_mae")
         return (f"{record.id} · pretext {config.get('pretext')} · {len(data.get('bands', []))} bands"
                 + (f" · MAE {mae:.3f} mag" if mae is not None else ""))
-    name = (data.get("params") or {}).get("name", "data")
+    name = label_set_title((data.get("params") or {}).get("name", "data"))
     accuracy = record.metrics.get("accuracy")
     return (f"{record.id} · {name} · {SCHEME_TITLES.get(config.get('scheme'), config.get('scheme'))} · "
             f"{data.get('n_labels', '?')} labels" + (f" · accuracy {accuracy:.3f}" if accuracy is not None else ""))
