@@ -391,7 +391,7 @@ def training_jobs(runs_root=None) -> list[dict]:
     root = runs_dir(runs_root)
     found = []
     for folder in root.iterdir():
-        if folder.is_dir() and job_file(folder, "train").exists():
+        if folder.is_dir() and not folder.name.startswith(".") and job_file(folder, "train").exists():
             record = read_job(folder, "train") or {}
             status = job_status(folder, "train")
             status["started"] = record.get("started", 0.0)
