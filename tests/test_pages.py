@@ -166,7 +166,8 @@ def test_data_tab_shows_simulated_data(default_model):
     assert any(axis_title(spec) == "Wavelength [Å]" for spec in chart_specs(at))
 
 
-def test_bad_uploads_give_readable_errors(tmp_path):
+def test_bad_uploads_give_readable_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROCORE_DATA_ROOT", str(tmp_path))  # the local-path box reads only the data root
     at = open_page("pages/spectra.py", tab="Data")
     at.radio(key="data_kind").set_value("Your spectra (FITS, CSV, zipped GANDALF folder)").run()
     broken = tmp_path / "broken.fits"

@@ -116,6 +116,7 @@ def _dataset_root(folder: Path, name: str) -> Path:
 
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+PROJECT_ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the checkout's example files
 
 
 def example_files() -> list[Path]:
@@ -131,7 +132,7 @@ def data_roots() -> list[Path]:
     if configured:
         roots = [Path(p).expanduser() for p in configured.split(os.pathsep) if p.strip()]
     else:
-        roots = [Path.cwd() / "data", Path.cwd() / "assets", ASSETS_DIR]
+        roots = [Path.cwd() / "data", Path.cwd() / "assets", PROJECT_ASSETS]
     return [root.resolve() for root in roots]
 
 
