@@ -261,3 +261,26 @@ def test_a_checkpoint_is_one_file_and_old_pairs_are_checked(tmp_path):
     os.utime(tmp_path / "checkpoint.json", (time.time() - 100, time.time() - 100))
     with pytest.raises(CheckpointError, match="older than"):
         load_checkpoint(tmp_path, _Task())
+
+
+def test_train_resume_continues_a_run_of_another_method(tmp_path, capsys):
+    """``astrocore train --resume RUN`` reads the method from run.json: a DANN run cut short after its
+    last checkpoint (killed in its final save) is finished by the generic command."""
+    assert main(["data", "make", "nebulae", "--n-source", "300", "--n-target", "300", "--out",
+                 str(tmp_path / "neb.fits")]) == 0
+    assert main(["train", "dann", "--data", str(tmp_path / "neb.fits"), "--epochs", "2", "--set",
+                 "validator_objects=60", "--out", str(tmp_path / "runs"), "--run-id", "cut"]) == 0
+    folder = tmp_path / "runs" / "cut"
+    meta = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**meta, "status": "running", "metrics": {}}))
+    (folder / "weights.safetensors").unlink()
+    assert [r.status for r in list_runs(tmp_path / "runs")] == ["interrupted"]
+    with pytest.raises(RunError, match="interrupted.*--resume"):
+        load_run(folder)
+    capsys.readouterr()
+    assert main(["train", "--resume", "cut", "--dir", str(tmp_path / "runs")]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "done"
+    run = load_run(folder)
+    assert run.record.method == "dann" and run.record.metrics["target"]
+    assert main(["train", "--resume", str(folder)]) == 0  # a finished run: nothing to do
+    assert "already finished" in capsys.readouterr().err
