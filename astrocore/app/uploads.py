@@ -204,6 +204,9 @@ def check_payne(path, name: str | None = None) -> None:
     except DataError as error:
         raise UploadError(f"{_short(name)} is not a Payne emulator .npz: "
                           f"{_strip_paths(str(error), path, name)}") from error
+    strings = sorted(k for k, v in arrays.items() if v.dtype.kind not in "biuf" and k != "label_names")
+    if strings:
+        raise UploadError(f"{_short(name)} is not a Payne emulator .npz: the arrays {strings[:5]} are not numeric.")
     try:
         PayneEmulator.from_arrays(arrays, path=path)
     except DataError as error:

@@ -96,7 +96,7 @@ def _read_table(data: bytes, name: str) -> Table:
                     if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and hdu.data is not None:
                         return Table(hdu.data)
             raise DataError(f"{name}: a FITS file without a table extension; expected a catalogue table.")
-        limits.check_text(data, name)
+        limits.check_text(data, name, max_line=65536)
         text = data.decode("utf-8", errors="strict")
         return Table.read(text, format="ascii.ecsv" if text.startswith("# %ECSV") else "ascii.csv")
     except DataError:
@@ -138,13 +138,18 @@ def read_nebula_catalogue(source, name: str | None = None, max_bytes: int = MAX_
         raise DataError(f"{name}: no line-flux columns recognised (expected e.g. HA6562_FLUX, HB4861_FLUX, "
                         f"OIII5006_FLUX, NII6583_FLUX, SII6716_FLUX, SII6730_FLUX, OI6300_FLUX); "
                         f"got columns {table.colnames[:15]}.")
-    return nebula_table(table, mapping, name)
+    try:
+        return nebula_table(table, mapping, name)
+    except DataError as error:
+        raise DataError(f"{name}: {error}") from None
 
 
 def _column(table: Table, name: str) -> np.ndarray:
     values = table[name]
     if hasattr(values, "filled"):
         values = values.filled(np.nan)
+    if np.ndim(values) != 1:
+        raise DataError(f"the column {name!r} holds arrays of shape {np.shape(values)[1:]}; expected one number per row.")
     try:
         return np.asarray(values, dtype=float)
     except (TypeError, ValueError):

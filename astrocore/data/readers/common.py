@@ -189,7 +189,10 @@ def _to_angstrom(values, unit, path) -> np.ndarray:
 
 
 def _sanity_wavelength(path, wavelength: np.ndarray) -> np.ndarray:
-    wavelength = np.asarray(wavelength, dtype=np.float64).ravel()
+    try:
+        wavelength = np.asarray(wavelength, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as error:
+        raise _fail(path, f"the wavelength axis is not numeric ({str(error)[:80]}).") from None
     if wavelength.size == 0:
         raise _fail(path, "the wavelength axis is empty.")
     if not np.all(np.isfinite(wavelength)):

@@ -135,9 +135,10 @@ def _card_value(card: str):
     """The value of a header card as a string (comment stripped), or None for a commentary card."""
     if card[8:10] != "= ":
         return None
-    text = card[10:]
-    if text.lstrip().startswith("'"):
-        return text.strip()
+    text = card[10:].lstrip()
+    if text.startswith("'"):  # a string: up to the closing quote ('' is an escaped quote)
+        match = re.match(r"'((?:[^']|'')*)'", text)
+        return (match.group(1) if match else text[1:]).replace("''", "'").strip()
     return text.split("/", 1)[0].strip()
 
 
@@ -556,7 +557,7 @@ def safe_extract(data: bytes, target: Path, name: str, limit: int | None = None)
 
 
 # ============================================================================ text tables
-def check_text(source, name: str) -> None:
+def check_text(source, name: str, max_line: int | None = None) -> None:
     """Count the rows, columns (commas, tabs or whitespace-separated fields) and cells of a text table
     (bytes or a path) in one streaming pass; refuse tables beyond the budget."""
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
@@ -566,6 +567,10 @@ def check_text(source, name: str) -> None:
             line = handle.readline(64 * _CHUNK)
             if not line:
                 break
+            if b"\x00" in line:
+                raise DataError(f"{name} holds binary data (NUL bytes); expected a text (CSV) table.")
+            if max_line is not None and len(line) > max_line:
+                raise DataError(f"{name}: line {rows + 1} is longer than {max_line:,} characters; not a table of this kind.")
             if line.startswith(b"#") or not line.strip():
                 continue
             fields = max(line.count(b",") + 1, line.count(b"\t") + 1, len(line.split()) if len(line) < 65536 else 1)

@@ -67,9 +67,12 @@ def _with_specutils(data: bytes):
             recognised = False
         if not recognised:
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            spectrum = Spectrum1D.read(hdul, format="SDSS-III/IV spec")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                spectrum = Spectrum1D.read(hdul, format="SDSS-III/IV spec")
+        except Exception:  # noqa: BLE001 - specutils refuses a damaged file: the astropy reading stands
+            return None
     wavelength = spectrum.spectral_axis.to_value("Angstrom")
     flux = np.asarray(spectrum.flux.value, float)
     ivar = (np.asarray(spectrum.uncertainty.array, float) if spectrum.uncertainty is not None
@@ -84,21 +87,36 @@ def _with_astropy(data: bytes, name: str):
         if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
             raise DataError(f"{name}: expected an SDSS spec / spec-lite file with a table (COADD) in HDU 1; "
                             f"found {len(hdul)} HDU(s): {', '.join(type(h).__name__ for h in hdul)}.")
-        table = Table(hdul[1].data)
+        try:
+            table = Table(hdul[1].data)
+        except (ValueError, TypeError) as error:
+            raise DataError(f"{name}: the HDU 1 table could not be read ({error}).") from None
     columns = {c.lower(): c for c in table.colnames}
     missing = [c for c in ("loglam", "flux") if c not in columns]
     if missing:
         raise DataError(f"{name}: the HDU 1 table needs columns loglam and flux (and ivar); it has "
                         f"{', '.join(table.colnames)}.")
-    loglam = np.asarray(table[columns["loglam"]], float)
-    flux = np.asarray(table[columns["flux"]], float)
-    ivar = np.asarray(table[columns["ivar"]], float) if "ivar" in columns else np.ones_like(flux)
-    mask = np.asarray(table[columns["and_mask"]], np.int64) if "and_mask" in columns else np.zeros(len(flux), np.int64)
+    loglam, flux = _numeric(table, columns["loglam"], name), _numeric(table, columns["flux"], name)
+    ivar = _numeric(table, columns["ivar"], name) if "ivar" in columns else np.ones_like(flux)
+    mask = (_numeric(table, columns["and_mask"], name).astype(np.int64) if "and_mask" in columns
+            else np.zeros(len(flux), np.int64))
     return loglam, flux, ivar, mask
 
 
+def _numeric(table, column: str, name: str) -> np.ndarray:
+    """A table column as a 1-d float array, or a DataError naming the column."""
+    try:
+        values = np.asarray(table[column], float)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{name}: the column {column!r} is not numeric ({str(error)[:80]}).") from None
+    if values.ndim != 1:
+        raise DataError(f"{name}: the column {column!r} holds arrays of shape {values.shape[1:]}; expected one "
+                        "number per row.")
+    return values
+
+
 def _from_csv(data: bytes, name: str):
-    limits.check_text(data, name)
+    limits.check_text(data, name, max_line=65536)
     try:
         table = Table.read(io.BytesIO(data), format="ascii.csv")
     except Exception as error:  # noqa: BLE001 - any parse failure is a bad upload
@@ -106,16 +124,16 @@ def _from_csv(data: bytes, name: str):
     columns = {c.lower().strip(): c for c in table.colnames}
     wave_key = next((columns[k] for k in ("wavelength", "wave", "lambda", "wavelength_aa") if k in columns), None)
     if "loglam" in columns:
-        loglam = np.asarray(table[columns["loglam"]], float)
+        loglam = _numeric(table, columns["loglam"], name)
     elif wave_key is not None:
-        loglam = np.log10(np.clip(np.asarray(table[wave_key], float), 1.0, None))
+        loglam = np.log10(np.clip(_numeric(table, wave_key, name), 1.0, None))
     else:
         raise DataError(f"{name}: a CSV spectrum needs a 'wavelength' (Angstrom) or 'loglam' column and 'flux'; "
                         f"it has {', '.join(table.colnames)}.")
     if "flux" not in columns:
         raise DataError(f"{name}: no 'flux' column; the columns are {', '.join(table.colnames)}.")
-    flux = np.asarray(table[columns["flux"]], float)
-    ivar = np.asarray(table[columns["ivar"]], float) if "ivar" in columns else np.ones_like(flux)
+    flux = _numeric(table, columns["flux"], name)
+    ivar = _numeric(table, columns["ivar"], name) if "ivar" in columns else np.ones_like(flux)
     return loglam, flux, ivar, np.zeros(len(flux), np.int64)
 
 

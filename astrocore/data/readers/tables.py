@@ -280,10 +280,14 @@ def _read_text_table(path: Path, wavelength=None) -> Dataset:
             errors = None
             error_column = _find(frame.columns, _ERROR_NAMES)
             ivar_column = _find(frame.columns, _IVAR_NAMES)
-            if error_column is not None:
-                errors = frame[error_column].to_numpy(dtype=np.float64)[None, :]
-            elif ivar_column is not None:
-                errors = _ivar_to_error(frame[ivar_column].to_numpy())[None, :]
+            try:
+                if error_column is not None:
+                    errors = frame[error_column].to_numpy(dtype=np.float64)[None, :]
+                elif ivar_column is not None:
+                    errors = _ivar_to_error(frame[ivar_column].to_numpy())[None, :]
+            except (TypeError, ValueError) as error:
+                raise _fail(path, f"non-numeric values in the {error_column or ivar_column} column: "
+                                  f"{str(error)[:80]}") from error
             table = Table()
             table["id"] = [path.stem]
             provenance["layout"] = "long: rows = pixels, columns wavelength / flux [/ error]"
