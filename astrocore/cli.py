@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import numpy as np
 
 from . import distributed
 from .cliutil import overrides, positive_int, progress_bar
-from .data import load_source
-from .data.dataset import DataError
+from .data import load_source, make_store
+from .data.dataset import DataError, Dataset
+from .data.store import STORE_FORMAT, STORE_VERSION, wants_store
 from .embeddings import PROJECTION_METHODS, ProjectionError, cache_key, check_projectable, project, projection_params
 from .methods import registry
 from .runs import RunRecord, check_run_id, checked_run_folder, list_runs, listing_lines, new_run_id, runs_dir
@@ -41,8 +43,12 @@ SPECTRA_GENERATORS = {
 
 def cmd_data_make(args) -> int:
     name = args.generator if args.generator != "payne" else f"payne:{args.path}"
-    dataset, _ = load_source(name, n_stars=args.n_stars, seed=args.seed, snr=args.snr)
-    path = dataset.save(args.out)
+    if wants_store(args.out):  # written part by part, never whole in memory
+        path = make_store(name, args.out, n_stars=args.n_stars, seed=args.seed, snr=args.snr)
+        dataset = Dataset.load(path)
+    else:
+        dataset, _ = load_source(name, n_stars=args.n_stars, seed=args.seed, snr=args.snr)
+        path = dataset.save(args.out)
     summary = dataset.summary()
     print(f"wrote {summary['n_objects']} spectra x {summary['n_pixels']} pixels "
           f"({summary['wavelength_aa'][0]:.1f}-{summary['wavelength_aa'][1]:.1f} Angstrom) to {path}")
@@ -142,6 +148,38 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_encode(args) -> int:
+    run = registry.load_run(args.run)
+    spec = registry.get(run.record.method)
+    name = args.representation or spec.default_representation or next(iter(spec.representations))
+    dataset = Dataset.load(args.data) if wants_store(args.data) else load_source(args.data)[0]
+    n, ranks, rank = len(dataset), distributed.world_size(), distributed.rank()
+    first, last = rank * n // ranks, (rank + 1) * n // ranks  # each rank its block of rows
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.part")
+    (tmp / name).mkdir(parents=True, exist_ok=True)
+    shards = []
+    for k, start in enumerate(range(first, last, args.rows)):
+        values = np.asarray(run.representation(name, dataset.subset(np.arange(start, min(start + args.rows, last)))))
+        file = f"{name}/{rank:03d}-{k:05d}.npy"
+        np.save(tmp / file, values.astype(np.float32), allow_pickle=False)
+        shards.append({"file": file, "rows": len(values)})
+    shards = [shard for part in distributed.gather_objects(shards) for shard in part]
+    if distributed.is_main_process():
+        probe = np.load(tmp / shards[0]["file"], mmap_mode="r")
+        np.save(tmp / "ids.npy", np.asarray(dataset.labels["id"]).astype(str))
+        meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "rows": n, "run": run.id, "representation": name,
+                "arrays": {name: {"dtype": probe.dtype.str, "row_shape": list(probe.shape[1:]), "shards": shards,
+                                  "rows": n}}}
+        (tmp / "store.json").write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        print(f"wrote {n} x {probe.shape[1]} {name} of run {run.id} to {out}")
+    distributed.barrier()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astrocore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                                help="random stars (rvs) or chemistries, each at every grid point (apogee, payne)")
         generator.add_argument("--seed", type=int, default=0)
         generator.add_argument("--snr", type=float, default=None, help="add Gaussian noise at this signal-to-noise")
-        generator.add_argument("--out", required=True, help="output .fits file or folder")
+        generator.add_argument("--out", required=True, help="output .fits file or folder; a folder named *.shards "
+                               "is an on-disk store, written in parts (sets larger than memory)")
         generator.set_defaults(handler=cmd_data_make)
 
     groups = {"data_make": make}
@@ -194,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="method parameter, e.g. n_neighbors=15, min_dist=0.1 (umap) or perplexity=30 (tsne)")
     embed.add_argument("--out", required=True)
     embed.set_defaults(handler=cmd_embed)
+
+    encode = commands.add_parser("encode", help="a run's representation of a dataset, streamed to an on-disk store "
+                                 "(sets larger than memory; under torchrun the ranks split the rows)")
+    encode.add_argument("run")
+    encode.add_argument("--data", required=True, help="a dataset: a *.shards store, a file or folder, or a simulator")
+    encode.add_argument("--representation", default=None, help="default: the method's first (disentangle: z)")
+    encode.add_argument("--rows", type=positive_int, default=8192, help="spectra encoded at a time")
+    encode.add_argument("--out", required=True, help="output store folder (e.g. latents.shards)")
+    encode.set_defaults(handler=cmd_encode)
 
     groups["classify"] = commands.add_parser("classify", help="classify your own files with a trained run") \
         .add_subparsers(dest="what", required=True, metavar="WHAT")

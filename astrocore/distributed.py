@@ -70,6 +70,15 @@ def broadcast_object(value):
     return box[0]
 
 
+def gather_objects(value) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if not is_distributed():
+        return [value]
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def _communication_device(tensor: torch.Tensor) -> torch.device:
     return tensor.device if dist.get_backend() == "nccl" else torch.device("cpu")
 

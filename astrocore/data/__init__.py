@@ -12,14 +12,15 @@ from typing import Callable
 import numpy as np
 from astropy.table import Table
 
-from .dataset import LABEL_TITLES, LABEL_UNITS, DataError, Dataset
+from .dataset import LABEL_TITLES, LABEL_UNITS, DataError, Dataset, write_store
 from .readers import read_spectra
+from .store import is_store
 from .simulators.apogee import render_apogee, simulate_apogee
 from .simulators.payne import PayneEmulator, payne_grid
 from .simulators.rvs import render_rvs, simulate_rvs
 
 __all__ = ["Dataset", "DataError", "LABEL_UNITS", "LABEL_TITLES", "load_source", "dataset_from_source",
-           "renderer_for", "source_for", "SIMULATORS"]
+           "renderer_for", "source_for", "SIMULATORS", "make_store"]
 
 SIMULATORS = ("rvs", "apogee")
 
@@ -70,6 +71,8 @@ def dataset_from_source(source: dict) -> Dataset:
             return payne_grid(**params)
         raise DataError(f"Unknown simulator {generator!r}.")
     if source.get("kind") == "file":
+        if is_store(source["path"]):  # an on-disk store: spectra stay on disk, read per batch
+            return Dataset.load(source["path"])
         return read_spectra(source["path"])
     raise DataError(f"Cannot rebuild data from {source!r}.")
 
@@ -95,3 +98,29 @@ def renderer_for(dataset_or_source) -> Callable[[Table], np.ndarray] | None:
             emulator = PayneEmulator.load(path)
             return emulator.render_normalised if hasattr(emulator, "render_normalised") else emulator.render
     return None
+
+
+def make_store(name: str, out, n_stars: int | None = None, seed: int = 0, snr: float | None = None,
+               rows_per_part: int = 8192) -> Path:
+    """Simulate ``name`` (``rvs``, ``apogee`` or ``payne:PATH``) into the on-disk store ``out`` part by
+    part, holding about ``rows_per_part`` spectra in memory at a time. Part k is drawn with its own
+    seed (part 0 with ``seed``), so the set equals the in-memory one only when it fits in one part;
+    ids and fingerprints run on across parts."""
+    per_unit = 1 if name == "rvs" else 210  # a chemistry is rendered at every grid point
+    n_units = int(n_stars or (2000 if name == "rvs" else 60))
+    units_per_part = max(1, rows_per_part // per_unit)
+
+    def parts():
+        rows = 0
+        for k, start in enumerate(range(0, n_units, units_per_part)):
+            count = min(units_per_part, n_units - start)
+            part, _ = load_source(name, n_stars=count, seed=seed if k == 0 else seed * 100_003 + k, snr=snr)
+            part.labels["id"] = np.arange(rows, rows + len(part))
+            if "fingerprint" in part.labels.colnames:
+                part.labels["fingerprint"] = np.asarray(part.labels["fingerprint"]) + start
+            part.provenance = {**part.provenance, "store": {"generator": name, "n_stars": n_units, "seed": seed,
+                                                            "snr": snr, "rows_per_part": rows_per_part}}
+            rows += len(part)
+            yield part
+
+    return write_store(out, parts())

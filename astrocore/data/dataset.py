@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 from astropy.utils.exceptions import AstropyUserWarning
+
+from .store import StoreWriter, is_lazy, is_store, open_store, take_rows, wants_store
 
 # Physical units of the standard stellar labels; readers and simulators use these column names.
 LABEL_UNITS = {
@@ -103,6 +105,12 @@ class Dataset:
             raise DataError("The wavelength axis contains NaN or infinite values.")
         if np.any(np.diff(self.wavelength) <= 0):
             raise DataError("The wavelength axis must be strictly increasing (Angstrom).")
+        if is_lazy(self.spectra):  # on disk (a store): checked when it was written, never loaded whole
+            if self.spectra.ndim != 2 or self.spectra.shape[1] != self.wavelength.size:
+                raise DataError(f"The stored spectra have shape {self.spectra.shape}; the wavelength axis has "
+                                f"{self.wavelength.size} pixels.")
+            self._check_labels(len(self.spectra))
+            return
         self.spectra = _as_2d_float("spectra", self.spectra, self.wavelength.size)
         if not np.all(np.isfinite(self.spectra)):
             n_bad = int((~np.isfinite(self.spectra)).any(axis=1).sum())
@@ -166,7 +174,7 @@ class Dataset:
         """A new Dataset with the rows ``index`` (integer array or boolean mask)."""
         index = np.asarray(index)
         return Dataset(
-            spectra=None if self.spectra is None else self.spectra[index],
+            spectra=None if self.spectra is None else take_rows(self.spectra, index),
             wavelength=self.wavelength,
             labels=self.labels[index],
             errors=None if self.errors is None else self.errors[index],
@@ -200,6 +208,8 @@ class Dataset:
         """Save atomically to ``path``: a ``.fits`` file, or a folder (spectra.npz + labels.ecsv)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if wants_store(path):
+            return write_store(path, [self])
         if path.suffix.lower() in (".fits", ".fit", ".fits.gz"):
             return self._save_fits(path)
         return self._save_folder(path)
@@ -263,6 +273,8 @@ class Dataset:
         path = Path(path)
         if not path.exists():
             raise DataError(f"No dataset at {path}.")
+        if is_store(path):
+            return open_dataset_store(path)
         if path.is_dir():
             if not (path / "spectra.npz").exists():
                 raise DataError(f"{path} is a folder without spectra.npz; not an astrocore dataset.")
@@ -309,3 +321,53 @@ class Dataset:
         except OSError as error:
             raise DataError(f"{path} could not be read as FITS: {error}") from error
         return cls(spectra, wavelength, labels, errors, provenance, images, bands, scale)
+
+
+# ---------------------------------------------------------------------- on-disk (out-of-core) datasets
+def write_store(path, parts, rows_per_shard: int = 8192) -> Path:
+    """Write the Datasets ``parts`` (an iterable: one part in memory at a time) one after another
+    as a store folder (:mod:`astrocore.data.store`): spectra (and errors) in ``.npy`` shards, the
+    labels and provenance beside them. Parts must share the wavelength axis; the first part's
+    provenance is kept. Returns the path."""
+    writer = StoreWriter(path, rows_per_shard=rows_per_shard)
+    labels, wavelength, provenance = [], None, None
+    try:
+        for part in parts:
+            if part.spectra is None or part.images is not None:
+                raise DataError("An on-disk store holds spectra (and their errors); this dataset has "
+                                f"{'cutouts' if part.images is not None else 'no spectra'}.")
+            if wavelength is None:
+                wavelength, provenance = part.wavelength, dict(part.provenance)
+            elif not np.array_equal(wavelength, part.wavelength):
+                raise DataError("The parts of a store must share one wavelength axis.")
+            arrays = {"spectra": np.asarray(part.spectra, np.float32)}
+            if part.errors is not None:
+                arrays["errors"] = np.asarray(part.errors, np.float32)
+            writer.append(**arrays)
+            labels.append(part.labels)
+        if wavelength is None:
+            raise DataError("Nothing to write: no parts.")
+        table = vstack(labels, metadata_conflicts="silent") if len(labels) > 1 else labels[0]
+        table.write(writer.folder / "labels.ecsv", format="ascii.ecsv", overwrite=True)
+        np.save(writer.folder / "wavelength.npy", wavelength)
+        (writer.folder / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def open_dataset_store(path) -> Dataset:
+    """A Dataset whose spectra (and errors) stay on disk in the store ``path`` (read per batch)."""
+    path = Path(path)
+    try:
+        _, arrays = open_store(path)
+        wavelength = np.load(path / "wavelength.npy", allow_pickle=False)
+        labels = Table.read(path / "labels.ecsv", format="ascii.ecsv")
+        provenance_file = path / "provenance.json"
+        provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} could not be read as an astrocore store: {error}") from error
+    if "spectra" not in arrays:
+        raise DataError(f"{path} is a store without spectra.")
+    return Dataset(arrays["spectra"], wavelength, labels, arrays.get("errors"), provenance)

@@ -218,9 +218,43 @@ class RowView:
             yield start, self[start:start + rows_per_chunk]
 
 
+class MappedRows:
+    """``function(rows)`` applied to the rows of an on-disk array as they are read (e.g. scaling)."""
+
+    def __init__(self, base, function):
+        self.base, self.function = base, function
+        probe = function(base[0:1])
+        self.dtype, self.row_shape = probe.dtype, probe.shape[1:]
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.base), *self.row_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.row_shape)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def take(self, index) -> np.ndarray:
+        return self.function(self.base.take(index))
+
+    def __getitem__(self, key):
+        return self.function(self.base[key])
+
+    def __array__(self, dtype=None, copy=None):
+        values = self.function(np.asarray(self.base))
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+    def chunks(self, rows_per_chunk: int = 4096):
+        for start, rows in iter_chunks(self.base, rows_per_chunk):
+            yield start, self.function(rows)
+
+
 def is_lazy(array) -> bool:
     """True for the on-disk arrays of this module (not loaded in memory)."""
-    return isinstance(array, (ShardedArray, RowView))
+    return isinstance(array, (ShardedArray, RowView, MappedRows))
 
 
 def take_rows(array, index):

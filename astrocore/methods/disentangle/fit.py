@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
+from ...data.store import MappedRows, is_lazy, iter_chunks, take_rows
 from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
 from ...training import (LoopSettings, TrainingCancelled, count_batches, is_main_process, pick_device, save_modules,
                          seed_everything, train)
@@ -118,14 +119,13 @@ class DisentanglerTask:
         spectrum (``adversary_refit_steps`` batches); returns their last batch loss."""
         model, config = self.model, self.model.config
         device = model.flux_offset.device
-        flux = torch.as_tensor(self.training_arrays["flux"])
         cp = torch.as_tensor(self.training_arrays["cp"])
         model.eval()  # the batch-normalised latent with its running statistics, as probes see it
-        with torch.no_grad():
+        with torch.no_grad():  # chunk by chunk: the flux may be on disk
             latent = torch.cat([
-                model.encode_scaled(model.scale_flux(flux[start:start + 4096].to(device)),
-                                    model.cp_inputs(cp[start:start + 4096].to(device)))
-                for start in range(0, len(flux), 4096)])
+                model.encode_scaled(model.scale_flux(torch.as_tensor(flux).to(device)),
+                                    model.cp_inputs(cp[start:start + len(flux)].to(device)))
+                for start, flux in iter_chunks(self.training_arrays["flux"], 4096)])
         model.train()
         cp = cp.to(device)
         for module in model.adversaries.modules():
@@ -204,7 +204,7 @@ class TwinSampler:
     """Draws, for each training object, another object of the same chemical fingerprint."""
 
     def __init__(self, flux: np.ndarray, cp: np.ndarray, fingerprint: np.ndarray, seed: int):
-        self.flux = torch.as_tensor(flux)
+        self.flux = flux if is_lazy(flux) else torch.as_tensor(flux)  # on disk: read the twins' rows
         self.cp = torch.as_tensor(cp)
         self.generator = torch.Generator().manual_seed(seed)
         order = np.argsort(fingerprint, kind="stable")
@@ -220,7 +220,8 @@ class TwinSampler:
         index = index.cpu()
         offset = (torch.rand(len(index), generator=self.generator) * self.group_size[index]).long()
         twin = self.order[self.group_start[index] + offset]
-        return self.flux[twin].to(device), self.cp[twin].to(device)
+        flux = torch.as_tensor(self.flux.take(twin.numpy())) if is_lazy(self.flux) else self.flux[twin]
+        return flux.to(device), self.cp[twin].to(device)
 
 
 # ============================================================================ fit
@@ -244,7 +245,10 @@ def split_indices(labels, test_fraction: float, val_fraction: float, seed: int) 
 def flux_scaling(training_flux: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel offset and scale taking training flux to network units, ``(flux - offset) / scale``:
     ``minmax`` maps each pixel to [0, 1] (the paper); ``standard`` removes the per-pixel mean and
-    divides by one global std, which keeps the relative depths of lines."""
+    divides by one global std, which keeps the relative depths of lines. On-disk flux is read in
+    chunks."""
+    if is_lazy(training_flux):
+        return _streamed_flux_scaling(training_flux, scaling)
     flux = np.asarray(training_flux, dtype=np.float64)
     if scaling == "minmax":
         low, high = flux.min(axis=0), flux.max(axis=0)
@@ -253,9 +257,26 @@ def flux_scaling(training_flux: np.ndarray, scaling: str) -> tuple[np.ndarray, n
     return offset, np.full_like(offset, max(float((flux - offset).std()), 1e-6))
 
 
+def _streamed_flux_scaling(training_flux, scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`flux_scaling` of on-disk flux, one chunk in memory at a time."""
+    n, low, high, total, squares = 0, None, None, None, None
+    for _, chunk in iter_chunks(training_flux, 4096):
+        chunk = np.asarray(chunk, dtype=np.float64)
+        n += len(chunk)
+        low = chunk.min(axis=0) if low is None else np.minimum(low, chunk.min(axis=0))
+        high = chunk.max(axis=0) if high is None else np.maximum(high, chunk.max(axis=0))
+        total = chunk.sum(axis=0) if total is None else total + chunk.sum(axis=0)
+        squares = (chunk ** 2).sum(axis=0) if squares is None else squares + (chunk ** 2).sum(axis=0)
+    if scaling == "minmax":
+        return low, np.maximum(high - low, 1e-6)
+    offset = total / n
+    variance = max(float((squares / n - offset ** 2).mean()), 0.0)
+    return offset, np.full_like(offset, max(np.sqrt(variance), 1e-6))
+
+
 def _prepare_model(dataset: Dataset, config: DisentanglerConfig, train_index: np.ndarray) -> Disentangler:
     model = Disentangler(dataset.n_pixels, config)
-    offset, scale = flux_scaling(dataset.spectra[train_index], config.scaling)
+    offset, scale = flux_scaling(take_rows(dataset.spectra, train_index), config.scaling)
     cp = dataset.label_array(config.conditional)[train_index]
     with torch.no_grad():
         model.wavelength.copy_(torch.as_tensor(dataset.wavelength))
@@ -266,7 +287,8 @@ def _prepare_model(dataset: Dataset, config: DisentanglerConfig, train_index: np
         model.cp_min.copy_(torch.as_tensor(cp.min(axis=0), dtype=torch.float32))
         model.cp_max.copy_(torch.as_tensor(cp.max(axis=0), dtype=torch.float32))
         if isinstance(model.encoder, PolynomialReader):
-            training_flux = torch.as_tensor(dataset.spectra[train_index], dtype=torch.float32)
+            sample = np.random.default_rng(config.seed).permutation(train_index)[:8000]  # as set_components
+            training_flux = torch.as_tensor(dataset.spectra[np.sort(sample)], dtype=torch.float32)
             model.encoder.set_components(model.scale_flux(training_flux), seed=config.seed)
         # The loss of the best constant guess: 1 for standardised regression targets, the entropy
         # of the bin frequencies for classifiers.
@@ -323,9 +345,9 @@ def fit(
     # without it, or with use_twins off, the term is switched off and the run says so.
     twin_status = twins_setting(dataset, config)
     if twin_status == "on":
-        twins = TwinSampler(dataset.spectra[train_index], cp[train_index],
+        twins = TwinSampler(take_rows(dataset.spectra, train_index), cp[train_index],
                             np.asarray(dataset.labels["fingerprint"])[train_index], config.seed)
-    refit_arrays = ({"flux": dataset.spectra[train_index], "cp": cp[train_index]}
+    refit_arrays = ({"flux": take_rows(dataset.spectra, train_index), "cp": cp[train_index]}
                     if config.adversary_refit_steps > 0 else None)
     task = DisentanglerTask(model, twins, refit_arrays)
 
@@ -368,8 +390,8 @@ def fit(
     with recording_outcome(record):
         history = train(
             task,
-            {**{k: v[train_index] for k, v in arrays.items()}, "index": np.arange(len(train_index))},
-            {k: v[val_index] for k, v in arrays.items()} if len(val_index) else None,
+            {**{k: take_rows(v, train_index) for k, v in arrays.items()}, "index": np.arange(len(train_index))},
+            {k: take_rows(v, val_index) for k, v in arrays.items()} if len(val_index) else None,
             settings, progress=reporter(0), checkpoint_dir=folder, resume=resume, should_stop=should_stop,
         )
         code_recon = None
@@ -388,9 +410,7 @@ def fit(
     if not is_main_process():  # the other torchrun ranks have helped train; rank 0 saves the run
         return run
     save_modules(folder / "weights.safetensors", {"model": model})
-    latent = run.encode(dataset.spectra, cp)
-    reconstruction = run.decode(latent, cp)
-    per_object_mse = ((reconstruction - dataset.spectra) ** 2).mean(axis=1)
+    latent, per_object_mse = _encode_and_score(run, dataset.spectra, cp)
     saved = {"split": split, "latent": latent, "recon_mse": per_object_mse}
     saved.update(_label_arrays(dataset))
     save_arrays(folder / "arrays.npz", saved)
@@ -409,6 +429,16 @@ def fit(
     record.status = "done"
     record.write()
     return run
+
+
+def _encode_and_score(run: DisentanglerRun, spectra, cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latents and per-object reconstruction MSE, a chunk of spectra at a time (they may be on disk)."""
+    latents, errors = [], []
+    for start, chunk in iter_chunks(spectra, 4096):
+        latent = run.encode(chunk, cp[start:start + len(chunk)])
+        errors.append(((run.decode(latent, cp[start:start + len(chunk)]) - chunk) ** 2).mean(axis=1))
+        latents.append(latent)
+    return np.concatenate(latents), np.concatenate(errors)
 
 
 def twins_setting(dataset: Dataset, config: DisentanglerConfig) -> str:
@@ -510,7 +540,12 @@ def _refit_decoder(model: Disentangler, arrays: dict, train_index, val_index, co
                 cp_inputs = model.cp_inputs(torch.as_tensor(arrays["cp"][part], device=device))
                 scaled_flux = model.scale_flux(flux)
                 inputs.append(torch.cat([model.encode_scaled(scaled_flux, cp_inputs), cp_inputs], 1).cpu())
-                targets.append(scaled_flux.cpu())
+                if not is_lazy(arrays["flux"]):
+                    targets.append(scaled_flux.cpu())
+        if is_lazy(arrays["flux"]):  # on disk: the targets are scaled as their batches are read
+            offset, scale = model.flux_offset.cpu().numpy(), model.flux_scale.cpu().numpy()
+            target = MappedRows(take_rows(arrays["flux"], index), lambda rows: (rows - offset) / scale)
+            return {"inputs": torch.cat(inputs).numpy(), "target": target}
         return {"inputs": torch.cat(inputs).numpy(), "target": torch.cat(targets).numpy()}
 
     decoder = model.decoder if config.scaling != "minmax" else nn.Sequential(model.decoder, nn.Sigmoid())
