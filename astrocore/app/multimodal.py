@@ -241,7 +241,11 @@ def classify_upload(run: BatmmRun, spectrum: tuple[str, bytes] | None, cutouts: 
     flux, cube, notes = read_star(
         None if spectrum is None else spectrum[1], [data for _, data in cutouts] or None,
         None if spectrum is None else spectrum[0], [name for name, _ in cutouts] or None)
-    return {**explain(run, flux, cube), **notes, "flux": flux, "cutout": cube}
+    try:
+        verdict = explain(run, flux, cube)
+    except (ValueError, TypeError, RuntimeError) as error:  # shapes the model cannot take, as a message
+        raise DataError(f"The uploaded star could not be classified: {type(error).__name__}: {str(error)[:200]}") from error
+    return {**verdict, **notes, "flux": flux, "cutout": cube}
 
 
 def example_upload() -> tuple[tuple[str, bytes], list[tuple[str, bytes]]]:

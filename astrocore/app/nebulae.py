@@ -195,7 +195,10 @@ def classify_upload(run: DannRun, data: bytes, name: str) -> Table:
     """Read an uploaded catalogue and add the run's class and probabilities (rows that cannot be
     classified keep their ``reason``). Raises DataError for an unreadable upload."""
     catalogue = read_nebula_catalogue(data, name=name)
-    return run.classify_table(catalogue.labels)
+    try:
+        return run.classify_table(catalogue.labels)
+    except (ValueError, TypeError, KeyError, IndexError) as error:  # odd values the reader let through
+        raise DataError(f"{name} could not be classified: {type(error).__name__}: {str(error)[:200]}") from error
 
 
 def upload_summary(table: Table) -> dict:

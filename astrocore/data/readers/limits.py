@@ -304,7 +304,11 @@ def fits_payload(data: bytes, name: str) -> bytes:
 def open_fits_bytes(data: bytes, name: str) -> fits.HDUList:
     """An HDUList from checked FITS bytes (see :func:`fits_payload`) with every HDU's data read now,
     so a truncated or corrupt file fails here as a :class:`DataError`."""
-    data = fits_payload(data, name)
+    try:
+        data = fits_payload(data, name)
+    except DataError as error:
+        detail = str(error).removeprefix(name).lstrip(": ")
+        raise DataError(f"{name} is not a readable FITS file ({detail.rstrip('.')}).") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
