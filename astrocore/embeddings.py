@@ -145,8 +145,9 @@ def project(values: np.ndarray, method: str = "pca", key: str = "", folder=None,
 
     Large sets: with more than ``fit_sample`` objects (default :data:`FIT_SAMPLE`; None fits on
     all) the map is fitted on a reproducible random sample of that many and every other object is
-    placed by the fitted model's ``transform`` (UMAP's, openTSNE's, PCA's), chunk by chunk, so a
-    million objects cost one fit of the sample plus a transform linear in n. ``info`` then holds
+    placed by the fitted model's ``transform`` (UMAP's, PCA's; for t-SNE openTSNE's
+    ``prepare_partial``: the median position of each point's 15 nearest fitted neighbours), chunk by
+    chunk, so a million objects cost one fit of the sample plus a transform linear in n. ``info`` then holds
     ``fit_sample``, ``fit_seconds`` and ``transform_seconds``. ``progress(fraction, text)`` is
     called along the way when given.
     """
@@ -192,7 +193,11 @@ def project(values: np.ndarray, method: str = "pca", key: str = "", folder=None,
                 best = (embedding, float(embedding.kl_divergence), seed + offset)
         embedding, info["kl_divergence"], info["best_seed"] = best
         fitted = np.asarray(embedding)
-        transform = lambda block: np.asarray(embedding.transform(block))  # noqa: E731
+        # New points go where the median of their k nearest fitted neighbours lies (openTSNE's own
+        # start for ``transform``), without its per-chunk optimisation: that optimisation costs about
+        # as much per point as the fit itself, which a million points cannot afford on a few cores.
+        transform = lambda block: np.asarray(embedding.prepare_partial(  # noqa: E731
+            block, initialization="median", k=int(params.get("transform_k", 15))))
     coordinates = np.empty((n, 2), np.float32)
     coordinates[rows] = np.asarray(fitted, np.float32)
     fitted_at = time.perf_counter()

@@ -125,6 +125,8 @@ def main(argv=None) -> dict:
         entry["figure"] = {"map": shown_on, **figure_costs(maps[shown_on], label, shown_on)}
         print(f"n={n:,} figure: {entry['figure']}", file=sys.stderr, flush=True)
         report["sizes"][str(n)] = entry
+        if args.out:  # after each size, so a long run leaves its finished sizes behind
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     report["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     text = json.dumps(report, indent=2)
     print(text)
