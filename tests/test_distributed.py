@@ -122,7 +122,7 @@ def grid_data(tmp_path_factory):
 
 
 def test_torchrun_trains_the_disentangler_like_one_process(tmp_path, grid_data):
-    settings = ["epochs=3", "batch_size=64", "decoder_refit_epochs=1", "twin_code_steps=0", "patience=null"]
+    settings = ["epochs=2", "batch_size=64", "decoder_refit_epochs=1", "twin_code_steps=0", "patience=null"]
     command = ["-m", "astrocore", "train", "disentangle", "--data", str(grid_data), "--mode", "mdat",
                "--seed", "0", "--set", *settings]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -140,6 +140,6 @@ def test_torchrun_trains_the_disentangler_like_one_process(tmp_path, grid_data):
     assert (folders[0] / "weights.safetensors").exists() and (folders[0] / "arrays.npz").exists()
     curve = [row["train_loss"] for row in run["history"]["epochs"] if "phase" not in row]
     expected = [row["train_loss"] for row in reference["history"]["epochs"] if "phase" not in row]
-    assert len(curve) == len(expected) == 3
+    assert len(curve) == len(expected) == 2
     np.testing.assert_allclose(curve, expected, rtol=0.05)
     assert json.loads(double.stdout[double.stdout.index("{"):])["run"] == folders[0].name  # rank 0 printed
