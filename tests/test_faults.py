@@ -140,7 +140,7 @@ def _kill_and_resume(setup, n_kills: int, seed: int) -> dict:
             _finished_correctly(folder)
             outcomes["chains"] = chain + 1
             return outcomes
-        _wait_for_claim(process, folder)
+        claimed = _wait_for_claim(process, folder)
         hit = _watch(process, folder, mode, rng.uniform(0.0, duration), started_wall)
         process.send_signal(signal.SIGKILL) if process.poll() is None else None
         _, err = process.communicate(timeout=900)
@@ -148,6 +148,9 @@ def _kill_and_resume(setup, n_kills: int, seed: int) -> dict:
             assert process.returncode == 0, err[-2000:]
             _finished_correctly(folder)
             outcomes["missed"] += 1
+            # The kill came too late: the machine is faster (or less busy) than when measured. Later
+            # random times are drawn over this attempt's real duration.
+            duration = min(duration, time.monotonic() - claimed)
             chain, resume = chain + 1, False
             continue
         outcomes["kills"] += 1
