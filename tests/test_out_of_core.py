@@ -80,3 +80,11 @@ def test_cli_makes_a_store_and_encodes_it(tmp_path):
     assert meta["representation"] == "z" and len(arrays["z"].files) == 3
     np.testing.assert_allclose(np.asarray(arrays["z"]), run.arrays()["latent"], rtol=1e-4, atol=1e-6)
     assert json.loads((out / "store.json").read_text())["rows"] == 300
+    # Under torchrun the two ranks encode half the rows each into one store.
+    split = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "-m", "astrocore", "encode", str(run.path), "--data", str(data), "--rows", "100", "--out",
+                            str(tmp_path / "split.shards")], cwd=ROOT, capture_output=True, text=True)
+    assert split.returncode == 0, split.stderr[-2000:]
+    meta, halves = open_store(tmp_path / "split.shards")
+    assert [shard["rows"] for shard in meta["arrays"]["z"]["shards"]] == [100, 50, 100, 50]
+    np.testing.assert_array_equal(np.asarray(halves["z"]), np.asarray(arrays["z"]))

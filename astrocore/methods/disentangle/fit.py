@@ -260,7 +260,7 @@ def flux_scaling(training_flux: np.ndarray, scaling: str) -> tuple[np.ndarray, n
 def _streamed_flux_scaling(training_flux, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`flux_scaling` of on-disk flux, one chunk in memory at a time."""
     n, low, high, total, squares = 0, None, None, None, None
-    for _, chunk in iter_chunks(training_flux, 4096):
+    for _, chunk in iter_chunks(training_flux, 1024):  # 1024 rows: ~60 MB in float64
         chunk = np.asarray(chunk, dtype=np.float64)
         n += len(chunk)
         low = chunk.min(axis=0) if low is None else np.minimum(low, chunk.min(axis=0))
@@ -434,7 +434,7 @@ def fit(
 def _encode_and_score(run: DisentanglerRun, spectra, cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Latents and per-object reconstruction MSE, a chunk of spectra at a time (they may be on disk)."""
     latents, errors = [], []
-    for start, chunk in iter_chunks(spectra, 4096):
+    for start, chunk in iter_chunks(spectra, 1024):
         latent = run.encode(chunk, cp[start:start + len(chunk)])
         errors.append(((run.decode(latent, cp[start:start + len(chunk)]) - chunk) ** 2).mean(axis=1))
         latents.append(latent)
