@@ -323,7 +323,7 @@ def test_spectrum_figure_axes_lines_and_residuals():
     figure = plots.spectrum_figure(wavelength, {"Original": flux, "Generated": flux * 0.99, "True spectrum": flux},
                                    {"Generated − true": flux * 0.01}, xrange=(8525.0, 8562.0), title="t",
                                    extrapolation=True, meta={"values": {"teff": 5000}})
-    assert figure.layout.xaxis2.title.text == "Wavelength [Å]"
+    assert figure.layout.xaxis2.title.text == "Wavelength in air [Å]"
     assert figure.layout.yaxis.title.text == "Normalised flux"
     labels = [a.text for a in figure.layout.annotations]
     assert any("Ca II 8542" in text for text in labels) and any("P15" in text for text in labels)
@@ -340,12 +340,15 @@ def test_zoom_presets_and_gaps():
     index = np.concatenate([np.arange(322, 3242), np.arange(3648, 6048), np.arange(6412, 8306)])
     apogee = 10 ** (4.179 + 6e-6 * index)
     presets = plots.zoom_presets(apogee)
-    assert "Al I 16719-16763" in presets and plots.default_zoom(apogee) == "Mg I 15740-15766"
+    assert "Al I 16724-16768" in presets and plots.default_zoom(apogee) == "Mg I 15744-15770"
     assert all(presets["Full range"][0] <= low < high <= presets["Full range"][1] for low, high in presets.values())
     wl, (flux,) = plots.gapped(apogee, np.ones_like(apogee))
     assert np.isnan(flux).sum() == 2  # the two chip gaps
-    mg = [line for line in plots.lines_for(apogee) if line.label.startswith("Mg I 15749")][0]
-    assert 15752 < mg.wavelength < 15754  # drawn at its vacuum wavelength
+    mg = [line for line in plots.lines_for(apogee) if line.label.startswith("Mg I 1575")][0]
+    assert 15752 < mg.wavelength < 15754  # air 15749.0, drawn at its vacuum wavelength ...
+    assert mg.label == f"Mg I {mg.wavelength:.0f}"  # ... and named by it
+    assert plots.wavelength_title(apogee) == "Wavelength in vacuum [Å]"
+    assert plots.wavelength_title(rvs) == "Wavelength in air [Å]"
     assert plots.lines_for(np.linspace(4000, 5000, 100)) == []
 
 
@@ -364,9 +367,15 @@ def test_spectrum_figure_crops_zoomed_views():
     index = np.concatenate([np.arange(322, 3242), np.arange(3648, 6048), np.arange(6412, 8306)])
     wavelength = 10 ** (4.179 + 6e-6 * index)
     flux = np.ones_like(wavelength)
+    flux[1000] = 0.5  # one deep pixel: the decimated full range must keep it
     full = plots.spectrum_figure(wavelength, {"Generated": flux})
     zoomed = plots.spectrum_figure(wavelength, {"Generated": flux}, xrange=(15736.0, 15780.0))
-    assert len(full.data[0].x) > 7000
+    # The full range is sent decimated (min / max per display bin), whole, with breaks at the gaps.
+    full_x, full_y = np.asarray(full.data[0].x, float), np.asarray(full.data[0].y, float)
+    assert len(full_x) < len(wavelength) / 4
+    assert np.nanmin(full_x) == pytest.approx(wavelength.min(), abs=0.01)
+    assert np.nanmax(full_x) == pytest.approx(wavelength.max(), abs=0.01)
+    assert np.nanmin(full_y) == pytest.approx(0.5) and np.isnan(full_y).sum() == 2
     assert 200 < len(zoomed.data[0].x) < 1000
     assert np.nanmin(zoomed.data[0].x) < 15736.0 - 20 and np.nanmax(zoomed.data[0].x) > 15790.0  # blue chip ends at 15793
 

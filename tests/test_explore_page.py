@@ -98,7 +98,7 @@ def test_a_selection_shows_linked_views_tags_and_exports(tiny_run):
     linked = {meta.get("linked") for meta in metas(at)}
     assert {"spectra", "histograms"} <= linked
     spectra = next(spec for spec in specs(at) if (spec["layout"].get("meta") or {}).get("linked") == "spectra")
-    assert spectra["layout"]["xaxis"]["title"]["text"] == "Wavelength [Å]"
+    assert spectra["layout"]["xaxis"]["title"]["text"] .startswith("Wavelength in ")
     assert "10 of 72 objects selected" in texts(at.markdown)
     labels = [button.label for button in at.get("download_button")]
     assert any("CSV" in b for b in labels) and any("FITS" in b for b in labels) and any("VOTable" in b for b in labels)

@@ -7,7 +7,7 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 
 from .explore import COLUMN_TITLES, ExploreData, ExploreError, colour_kind
-from .plots import DISPLAY_POINTS, FLUX_TITLE, WAVELENGTH_TITLE, decimation_index, gapped
+from .plots import DISPLAY_POINTS, FLUX_TITLE, decimation_index, gapped, wavelength_title
 
 #: plotly_white, resolved once (a template name is expanded on every figure).
 TEMPLATE = "plotly_white"
@@ -191,7 +191,7 @@ def selection_spectra_figure(wavelength, spectra, index, height: int = 380, pixe
                  dict(type="scatter", x=wavelength, y=median, mode="lines", line=dict(color=line, width=1.4),
                       name=f"{label} median")]
     layout = dict(height=height, template=TEMPLATE, margin=dict(l=60, r=20, t=30, b=45),
-                  xaxis=dict(title=dict(text=WAVELENGTH_TITLE), **AXIS), yaxis=dict(title=dict(text=FLUX_TITLE), **AXIS),
+                  xaxis=dict(title=dict(text=wavelength_title(wavelength)), **AXIS), yaxis=dict(title=dict(text=FLUX_TITLE), **AXIS),
                   legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
                   meta={"linked": "spectra", "n_selected": n_sel})
     return go.Figure(data=data, layout=layout, _validate=False)
@@ -250,7 +250,7 @@ def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0
         figure.add_trace(go.Scatter(x=axis, y=flux, mode="lines", name=names[i + 1], line=dict(width=1),
                                     opacity=0.8))
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=60, r=20, t=30, b=45),
-                         xaxis=dict(title=WAVELENGTH_TITLE, showline=True, mirror=True, linecolor="#444",
+                         xaxis=dict(title=wavelength_title(wavelength), showline=True, mirror=True, linecolor="#444",
                                     **({"range": list(xrange)} if xrange else {})),
                          yaxis=dict(title=FLUX_TITLE, showline=True, mirror=True, linecolor="#444"),
                          legend=dict(orientation="v", x=1.01, y=1), meta={"linked": "neighbours"})

@@ -52,10 +52,11 @@ def air_to_vacuum(wavelength_air):
 
 
 def _lines(species: str, wavelengths, short: str | None = None, vacuum: bool = False) -> list[Line]:
-    """Lines named by their conventional (air) wavelength; placed at vacuum wavelengths when
-    ``vacuum`` (APOGEE spectra are in vacuum, line identifications are usually quoted in air)."""
-    return [Line(float(air_to_vacuum(w)) if vacuum else float(w), f"{species} {w:.0f}", short or species)
-            for w in wavelengths]
+    """Lines from their air wavelengths (as line lists quote them); with ``vacuum`` placed and named
+    at their vacuum wavelengths (APOGEE spectra are in vacuum), so a label names the wavelength
+    where its marker sits on the axis."""
+    placed = [float(air_to_vacuum(w)) if vacuum else float(w) for w in wavelengths]
+    return [Line(w, f"{species} {w:.0f}", short or species) for w in placed]
 
 
 #: Gaia RVS-like range (8460-8700 Å, air): the Ca II triplet, Paschen lines of hot stars, Fe I, Si I,
@@ -100,7 +101,8 @@ APOGEE_BANDS: list[tuple[float, float, str]] = [
     (15244.0, 15334.0, "CN"),
 ]
 
-#: Zoom presets: name -> (low, high) in Angstrom.
+#: Zoom presets: name -> (low, high) in Angstrom, named in the axis' system (air for the RVS-like
+#: simulator, vacuum for APOGEE).
 RVS_ZOOMS: dict[str, tuple[float, float]] = {
     "Full range": (8460.0, 8700.0),
     "Ca II 8498 + P16": (8485.0, 8515.0),
@@ -115,18 +117,18 @@ APOGEE_ZOOMS: dict[str, tuple[float, float]] = {
     "Blue chip": (15140.0, 15810.0),
     "Green chip": (15850.0, 16440.0),
     "Red chip": (16470.0, 16960.0),
-    "K I / Mn I / Fe I 15160-15270": (15150.0, 15272.0),
+    "K I / Mn I / Fe I 15164-15274": (15150.0, 15272.0),
     "CN region 15240-15330": (15235.0, 15335.0),
     "OH 15390-15410 + Fe I": (15380.0, 15420.0),
     "Br16 + OH 15568": (15550.0, 15582.0),
-    "Mg I 15740-15766": (15736.0, 15780.0),
-    "Br14 + Si I 15888": (15876.0, 15900.0),
-    "Si I 15960 + Fe I 15981": (15954.0, 15990.0),
-    "Si I 16060 + OH 16052-16078": (16048.0, 16086.0),
-    "Si I 16094 + Br13 16114": (16090.0, 16124.0),
-    "Ca I 16150-16197": (16145.0, 16210.0),
+    "Mg I 15744-15770": (15736.0, 15780.0),
+    "Br14 + Si I 15893": (15876.0, 15900.0),
+    "Si I 15964 + Fe I 15985": (15954.0, 15990.0),
+    "Si I 16064 + OH 16052-16078": (16048.0, 16086.0),
+    "Si I 16099 + Br13 16114": (16090.0, 16124.0),
+    "Ca I 16154-16201": (16145.0, 16210.0),
     "Br12 16412": (16395.0, 16428.0),
-    "Al I 16719-16763": (16712.0, 16776.0),
+    "Al I 16724-16768": (16712.0, 16776.0),
     "Br11 16811": (16795.0, 16828.0),
 }
 
@@ -140,6 +142,22 @@ def survey_of(wavelength) -> str | None:
     if low < 16960 and high > 15140 and low > 14000:
         return "apogee"
     return None
+
+
+#: The wavelength system of each simulated survey's axis: the RVS-like simulator works in air,
+#: APOGEE and SDSS spectra are in vacuum.
+MEDIUM = {"rvs": "air", "apogee": "vacuum", "sdss": "vacuum"}
+
+
+def wavelength_title(wavelength) -> str:
+    """The wavelength axis title, saying vacuum or air when the axis is a known survey's:
+    "Wavelength in vacuum [Å]"; plain "Wavelength [Å]" otherwise."""
+    wavelength = np.asarray(wavelength, dtype=float)
+    survey = survey_of(wavelength)
+    if survey is None and len(wavelength) and np.nanmin(wavelength) < 4500 and np.nanmax(wavelength) > 8000:
+        survey = "sdss"  # the optical 3800-9200 Å range of SDSS and the BHB simulator
+    medium = MEDIUM.get(survey or "")
+    return f"Wavelength in {medium} [Å]" if medium else WAVELENGTH_TITLE
 
 
 def lines_for(wavelength) -> list[Line]:
@@ -160,8 +178,8 @@ def default_zoom(wavelength) -> str:
     """The zoom a first look should use: the Ca II triplet range for RVS, the Mg I triplet for APOGEE
     (the full H band has too many lines to read generated against true spectra)."""
     presets = zoom_presets(wavelength)
-    if survey_of(wavelength) == "apogee" and "Mg I 15740-15766" in presets:
-        return "Mg I 15740-15766"
+    if survey_of(wavelength) == "apogee" and "Mg I 15744-15770" in presets:
+        return "Mg I 15744-15770"
     return "Full range"
 
 
@@ -318,7 +336,7 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
         height=height, margin=dict(l=70, r=20, t=72 if title else 40, b=55),
         hovermode="x unified", uirevision=uirevision, template="plotly_white",
         legend=dict(orientation="h", yanchor="bottom", y=1.03, xanchor="left", x=0.0, font=dict(size=12)),
-        xaxis=dict(title=dict(text=WAVELENGTH_TITLE) if not has_residuals else None, range=list(xrange),
+        xaxis=dict(title=dict(text=wavelength_title(wavelength)) if not has_residuals else None, range=list(xrange),
                    showticklabels=not has_residuals, anchor="y",
                    ticks="outside", showline=True, mirror=True, linecolor="#444",
                    tickformat=".0f" if xrange[1] - xrange[0] > 20 else ".1f"),
@@ -330,7 +348,7 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
         resid = [residuals[n] for n in residual_names]
         limit = _residual_limit(resid, visible)
         layout["xaxis"].update(showticklabels=False, matches="x2")
-        layout["xaxis2"] = dict(title=dict(text=WAVELENGTH_TITLE), anchor="y2", range=list(xrange),
+        layout["xaxis2"] = dict(title=dict(text=wavelength_title(wavelength)), anchor="y2", range=list(xrange),
                                 ticks="outside", showline=True, mirror=True, linecolor="#444",
                                 tickformat=layout["xaxis"]["tickformat"])
         residual_title = residual_names[0] if len(residual_names) == 1 else RESIDUAL_TITLE
@@ -387,7 +405,7 @@ def example_spectra_figure(wavelength, spectra, names, offset: float = 0.6, heig
     shapes, annotations = _line_decorations(lines_for(wavelength), bands_for(wavelength),
                                             (float(wavelength[0]), float(wavelength[-1])))
     layout = dict(height=height, template="plotly_white", margin=dict(l=70, r=20, t=30, b=50),
-                  xaxis=dict(title=dict(text=WAVELENGTH_TITLE), showline=True, mirror=True, linecolor="#444"),
+                  xaxis=dict(title=dict(text=wavelength_title(wavelength)), showline=True, mirror=True, linecolor="#444"),
                   yaxis=dict(title=dict(text=f"{FLUX_TITLE} (+ offset)"), showline=True, mirror=True,
                              linecolor="#444"),
                   legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), shapes=shapes,
@@ -412,7 +430,7 @@ def grid_figure(wavelength, spectra, values, value_title: str, xrange=None, offs
     xrange = xrange or (float(wavelength[0]), float(wavelength[-1]))
     shapes, annotations = _line_decorations(lines_for(wavelength), bands_for(wavelength), xrange)
     layout = dict(height=height, template="plotly_white", margin=dict(l=70, r=20, t=30, b=50),
-                  xaxis=dict(title=dict(text=WAVELENGTH_TITLE), range=list(xrange), showline=True, mirror=True,
+                  xaxis=dict(title=dict(text=wavelength_title(wavelength)), range=list(xrange), showline=True, mirror=True,
                              linecolor="#444"),
                   yaxis=dict(title=dict(text=FLUX_TITLE), showline=True, mirror=True, linecolor="#444"),
                   legend=dict(title=dict(text=value_title)), shapes=shapes, annotations=annotations)
