@@ -14,8 +14,12 @@ from astrocore.app import runs as app_runs
 from astrocore.app import spectra as app_spectra
 from astrocore.app import uploads
 from astrocore.data.dataset import Dataset
+from astrocore.data.readers import read_spectra
+from astrocore.methods import registry
 from astrocore.methods.disentangle import DisentanglerConfig, fit
 from astrocore.runs import RunRecord
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -392,3 +396,11 @@ def test_input_noise_for_snr():
     assert app_spectra.input_noise_for_snr(100) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="S/N"):
         app_spectra.input_noise_for_snr(0)
+
+
+def test_spectra_unlike_the_training_data_get_a_warning_with_numbers():
+    shipped = ROOT / "astrocore" / "shipped" / "default-disentangle-apogee"
+    run = registry.load_run(shipped)
+    assert app_spectra.upload_novelty(run, Dataset.load(shipped / "sample.fits")) is None  # its own held-out stars
+    warning = app_spectra.upload_novelty(run, read_spectra(ROOT / "assets" / "example_apogee_spectra.fits"))
+    assert warning and "median RMS of 0.0" in warning and "95 % of its held-out spectra" in warning

@@ -526,3 +526,29 @@ def training_phases(preset: str, epochs: int | None = None) -> str:
     if config.decoder_refit_epochs:
         parts.append(f"{config.decoder_refit_epochs} epochs of decoder refit")
     return ", ".join(parts)
+
+
+def upload_novelty(run, dataset: Dataset, max_spectra: int = 256) -> str | None:
+    """A warning, with the numbers, when uploaded spectra are unlike the run's training data: their
+    median reconstruction RMS (flux units) beyond 3x the 95th percentile of the run's held-out
+    spectra. None when they look like the training data or cannot be checked (no conditional labels
+    in the file, or a run without reconstruction errors)."""
+    arrays = run.arrays()
+    if "recon_mse" not in arrays or not all(name in dataset.labels.colnames for name in run.conditional):
+        return None
+    rows = np.arange(min(len(dataset), max_spectra))
+    flux = np.asarray(dataset.spectra[rows], np.float32)
+    cp = np.column_stack([np.asarray(dataset.labels[name], float)[rows] for name in run.conditional])
+    usable = np.isfinite(cp).all(1) & np.isfinite(flux).all(1)
+    if not usable.any():
+        return None
+    rebuilt = run.decode(run.encode(flux[usable], cp[usable]), cp[usable])
+    rms = float(np.median(np.sqrt(np.mean((rebuilt - flux[usable]) ** 2, axis=1))))
+    split = np.asarray(arrays.get("split", np.full(len(arrays["recon_mse"]), 2)))
+    errors = np.asarray(arrays["recon_mse"])
+    typical = float(np.sqrt(np.percentile(errors[split == 2] if np.any(split == 2) else errors, 95)))
+    if rms <= 3 * typical:
+        return None
+    return (f"These spectra are unlike the model's training data: it reconstructs them with a median RMS of "
+            f"{rms:.3g} (flux units) over {int(usable.sum())} spectra, while 95 % of its held-out spectra are "
+            f"below {typical:.3g}. Latents, neighbours and generated spectra of these stars are extrapolations.")

@@ -106,6 +106,9 @@ def data_tab(run, record, default_settings: dict) -> None:
             st.warning(f"The current model cannot encode these spectra: {problem}")
         else:
             st.success("These spectra match the current model's wavelength grid: pick them as stars in **Generate**.")
+            warning = app_spectra.upload_novelty(run, dataset)
+            if warning:
+                st.warning(warning, icon=":material/warning:")
     st.caption("The **Train** tab trains on these data.")
 
 
