@@ -64,6 +64,7 @@ def make(run_id: str, scratch: Path) -> dict:
     sample = shipping.held_out_sample(run, run.dataset(), SAMPLE_SIZE)
     shipping.write_sample(run, sample)
     summary = disentangler_extras(run, sample) if run.record.method == "disentangle" else {}
+    shipping.split_weights(folder)  # files under 5 MiB in the repository; joined again on install
     shipping.install(folder)
     return {"run": run_id, **summary}
 

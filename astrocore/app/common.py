@@ -17,7 +17,7 @@ from ..data.names import label_title
 from ..data.dataset import DataError, Dataset
 from ..methods import registry
 from ..methods.registry import load_run as load
-from ..methods.shipping import SHIPPED_DIR  # the app copies these runs into the runs folder
+from ..methods.shipping import SHIPPED_DIR, join_weights  # the app copies these runs into the runs folder
 from ..runs import RunRecord, list_runs, read_history, runs_dir
 from ..training import device_description as describe
 
@@ -65,6 +65,7 @@ def install_shipped_runs(folder=None) -> list[str]:
         partial = root / f".{shipped.name}.installing"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(shipped, partial)
+        join_weights(partial)  # weights shipped in parts (the repository keeps files under 5 MiB)
         os.replace(partial, target)  # whole or not at all: a reader never sees half a run
         copied.append(shipped.name)
     return copied

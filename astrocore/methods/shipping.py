@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import load_file, save_file
 
 from ..data.dataset import Dataset
@@ -25,6 +27,12 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "shipped"
 KEPT_FILES = ("run.json", "weights.safetensors", "arrays.npz", "evaluation.json", "sample.fits",
               "sample_check.json", "sample_metrics.json")
 HALF_PRECISION_MIN_ELEMENTS = 65_536
+# The repository keeps files under 5 MiB: bigger weights are shipped in parts
+# (``weights.part<k>.safetensors``, a matrix cut into row blocks if need be) and joined back into
+# ``weights.safetensors`` when the run is installed (:func:`join_weights`).
+PART_BYTES = 4 * 2**20
+PART_PATTERN = "weights.part*.safetensors"
+_PIECE = "piece"
 
 
 def shrink_run_folder(folder) -> None:
@@ -46,7 +54,7 @@ def shrink_run_folder(folder) -> None:
     for child in list(folder.iterdir()):
         if child.is_dir():
             shutil.rmtree(child)
-        elif child.name not in KEPT_FILES:
+        elif child.name not in KEPT_FILES and not child.match(PART_PATTERN):
             child.unlink()
 
 
@@ -80,15 +88,77 @@ def check_sample(folder) -> float:
     between its representation of the stored sample and the stored one, relative to the stored
     values' spread (0 = identical)."""
     folder = Path(folder)
-    run = registry.load_run(folder)
-    stored = json.loads((folder / "sample_check.json").read_text())
-    sample = Dataset.load(folder / "sample.fits")
-    now = np.asarray(sample_representation(run, sample)["values"])
+    with tempfile.TemporaryDirectory() as scratch:
+        run = registry.load_run(materialise(folder, scratch))
+        stored = json.loads((folder / "sample_check.json").read_text())
+        sample = Dataset.load(folder / "sample.fits")
+        now = np.asarray(sample_representation(run, sample)["values"])
     before = np.asarray(stored["values"])
     if now.shape != before.shape:
         raise ValueError(f"{folder.name}: representation shape {now.shape}, stored {before.shape}.")
     spread = float(np.std(before)) or 1.0
     return float(np.max(np.abs(now - before)) / spread)
+
+
+def split_weights(folder, part_bytes: int = PART_BYTES) -> int:
+    """Replace ``weights.safetensors`` by parts of at most ``part_bytes`` of tensor data each
+    (matrices larger than that cut into blocks of rows); returns the number of parts (1: the file
+    was small enough and is kept as it is)."""
+    folder = Path(folder)
+    weights = folder / "weights.safetensors"
+    if weights.stat().st_size <= part_bytes:
+        return 1
+    pieces = {}
+    for name, value in load_file(str(weights)).items():
+        if value.ndim == 0 or value.numel() * value.element_size() <= part_bytes:
+            pieces[name] = value
+            continue
+        rows_per_piece = max(1, part_bytes // (value[0].numel() * value.element_size()))
+        blocks = value.split(rows_per_piece)
+        for index, block in enumerate(blocks):
+            pieces[f"{_PIECE}:{name}:{index}:{len(blocks)}"] = block.contiguous()
+    parts, current, size = [], {}, 0
+    for name, value in pieces.items():
+        nbytes = value.numel() * value.element_size()
+        if current and size + nbytes > part_bytes:
+            parts.append(current)
+            current, size = {}, 0
+        current[name], size = value, size + nbytes
+    parts.append(current)
+    for index, part in enumerate(parts, start=1):
+        save_file(part, str(folder / f"weights.part{index}.safetensors"))
+    weights.unlink()
+    return len(parts)
+
+
+def join_weights(folder) -> None:
+    """Join the parts written by :func:`split_weights` back into ``weights.safetensors`` (nothing
+    to do for a run shipped in one file)."""
+    folder = Path(folder)
+    parts = sorted(folder.glob(PART_PATTERN))
+    if not parts:
+        return
+    tensors, blocks = {}, {}
+    for part in parts:
+        for name, value in load_file(str(part)).items():
+            if name.startswith(f"{_PIECE}:"):
+                original, index, _count = name[len(_PIECE) + 1:].rsplit(":", 2)
+                blocks.setdefault(original, {})[int(index)] = value
+            else:
+                tensors[name] = value
+    for name, by_index in blocks.items():
+        tensors[name] = torch.cat([by_index[index] for index in sorted(by_index)])
+    save_file(tensors, str(folder / "weights.safetensors"))
+    for part in parts:
+        part.unlink()
+
+
+def materialise(folder, target_root) -> Path:
+    """A loadable copy of the shipped run ``folder`` under ``target_root`` (its weights joined)."""
+    target = Path(target_root) / Path(folder).name
+    shutil.copytree(folder, target)
+    join_weights(target)
+    return target
 
 
 def install(folder, target_root=SHIPPED_DIR) -> Path:
