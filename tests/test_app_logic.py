@@ -15,7 +15,7 @@ from astrocore.app import spectra as app_spectra
 from astrocore.app import uploads
 from astrocore.data.dataset import Dataset
 from astrocore.data.readers import read_spectra
-from astrocore.methods import registry
+from astrocore.methods import registry, shipping
 from astrocore.methods.disentangle import DisentanglerConfig, fit
 from astrocore.runs import RunRecord
 
@@ -398,9 +398,9 @@ def test_input_noise_for_snr():
         app_spectra.input_noise_for_snr(0)
 
 
-def test_spectra_unlike_the_training_data_get_a_warning_with_numbers():
+def test_spectra_unlike_the_training_data_get_a_warning_with_numbers(tmp_path):
     shipped = ROOT / "astrocore" / "shipped" / "default-disentangle-apogee"
-    run = registry.load_run(shipped)
+    run = registry.load_run(shipping.materialise(shipped, tmp_path))
     assert app_spectra.upload_novelty(run, Dataset.load(shipped / "sample.fits")) is None  # its own held-out stars
     warning = app_spectra.upload_novelty(run, read_spectra(ROOT / "assets" / "example_apogee_spectra.fits"))
     assert warning and "median RMS of 0.0" in warning and "95 % of its held-out spectra" in warning

@@ -59,7 +59,7 @@ def test_shipped_disentangler_reproduces_its_metrics_and_keeps_chemistry(tmp_pat
     stored = json.loads((DISENTANGLER / "sample_metrics.json").read_text())
     now = reconstruction_check(run, sample)
     for key, value in stored.items():
-        assert now[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+        assert now[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key  # float32 sums vary with torch threads
     # What its Evaluate tab shows: the MLP probe (the paper's) keeps the chemistry and loses Teff,
     # log g; the kNN probe, a stricter local test, too, a little less well.
     evaluation = json.loads((DISENTANGLER / "evaluation.json").read_text())

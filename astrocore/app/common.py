@@ -14,6 +14,7 @@ from astropy.table import Table
 
 from ..data import SIMULATORS, dataset_from_source, renderer_for, source_for
 from ..data.names import label_title
+from ..data.simulators.apogee import DEFAULT_LOGG_GRID, DEFAULT_TEFF_GRID
 from ..data.dataset import DataError, Dataset
 from ..methods import registry
 from ..methods.registry import load_run as load
@@ -21,6 +22,7 @@ from ..methods.shipping import SHIPPED_DIR, join_weights  # the app copies these
 from ..runs import RunRecord, list_runs, read_history, runs_dir
 from ..training import device_description as describe
 
+APOGEE_GRID_POINTS = len(DEFAULT_TEFF_GRID) * len(DEFAULT_LOGG_GRID)  # 210 Teff, log g points per chemistry
 STANDARD_LABELS = ("teff", "logg", "feh", "afe")
 MODE_TITLES = {"noat": "noAT", "at": "AT", "mdat": "mdAT"}
 DEFAULT_RUN_PREFIX = "default-"
@@ -100,7 +102,7 @@ def source_label(source: dict) -> str:
         params = source.get("params", {})
         generator = source.get("generator")
         if generator == "apogee":
-            return f"APOGEE-like, {params.get('n_fingerprints', '?')} chemistries × 210 Teff, log g, seed {params.get('seed', 0)}"
+            return f"APOGEE-like, {params.get('n_fingerprints', '?')} chemistries × {APOGEE_GRID_POINTS} Teff, log g, seed {params.get('seed', 0)}"
         if generator == "rvs":
             return f"RVS-like, {params.get('n_stars', '?')} stars, seed {params.get('seed', 0)}"
         if generator == "payne":
