@@ -1,9 +1,9 @@
 """The app in a real browser (Debian's Chromium through selenium).
 
-Starts ``streamlit run app.py`` on a free port with an empty runs folder, opens the Spectra page,
-waits for the default model (trained in the background on the first visit; tiny here through
-ASTROCORE_DEFAULT_* variables), moves the Teff slider and checks that the plotted spectrum
-changed. Screenshots go to tests/screenshots/ (git-ignored). The slider-to-redraw latency (median of
+Starts ``streamlit run app.py`` on a free port with an empty runs folder, as on a fresh clone,
+opens the Spectra page, checks that the shipped default model's Generate view appears without
+any training job, moves the Teff slider and checks that the plotted spectrum changed. (Training
+the default model when nothing is shipped is tested through AppTest in test_pages.py.) Screenshots go to tests/screenshots/ (git-ignored). The slider-to-redraw latency (median of
 20 key presses, each to a new Teff, from the keydown event to the first animation frame after the chart shows the new
 value) is printed and written to tests/screenshots/latency.json; it is not asserted on, because it
 depends on the machine's load.
@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "tests" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-WAIT_FOR_MODEL = 300  # seconds
 
 # The spectrum chart is the plotly figure whose layout.meta carries the slider values.
 SPECTRUM_STATE = """
@@ -115,13 +114,15 @@ def streamlit_server(home: Path, extra_env: dict | None = None):
         log.close()
 
 
+url_home: dict[str, Path] = {}  # server URL -> its home folder (runs, cache, log)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _require_browser()
     home = tmp_path_factory.mktemp("browser")
-    extra_env = {"ASTROCORE_DEFAULT_NSTARS": os.environ.get("ASTROCORE_TEST_DEFAULT_NSTARS", "3"),
-                 "ASTROCORE_DEFAULT_EPOCHS": os.environ.get("ASTROCORE_TEST_DEFAULT_EPOCHS", "2")}
-    with streamlit_server(home, extra_env) as url:
+    with streamlit_server(home, {"ASTROCORE_SHIPPED_RUNS": "1"}) as url:
+        url_home[url] = home
         yield url
     # Stop background jobs the app started in this test's runs folder (only those, by pid).
     from astrocore import jobs
@@ -196,15 +197,16 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    from astrocore import jobs
+
     started = time.time()
     browser.get(server + "/spectra")  # a direct URL, as after a browser reload
-    welcome = _wait(lambda: "Welcome" in browser.find_element(By.TAG_NAME, "body").text, 60)
-    assert welcome, "the first visit should explain that a default model is being trained"
-    _wait(lambda: "epoch 1/" in browser.find_element(By.TAG_NAME, "body").text, 60, poll=0.3)
-    _screenshot(browser, "01_first_visit_training.png")
-    state = _wait(lambda: browser.execute_script(SPECTRUM_STATE), WAIT_FOR_MODEL)
-    assert state, "the default model did not appear"
+    # The budget is 10 s on an idle machine (benchmarks/latency.py); CI may be busy, so the test
+    # allows more and asserts that nothing was trained.
+    state = _wait(lambda: browser.execute_script(SPECTRUM_STATE), 60, poll=0.2)
     model_seconds = time.time() - started
+    assert state, "the shipped default model's Generate view did not appear"
+    assert not jobs.training_jobs(url_home[server] / "runs"), "a first visit must not start a training job"
     time.sleep(1.0)
     _screenshot(browser, "02_generate.png")
 
@@ -245,13 +247,13 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     report = {"median_ms": round(median, 1), "min_ms": round(min(timings), 1), "max_ms": round(max(timings), 1),
               "moves": [round(t, 1) for t in timings], "load_average_1min": load,
-              "default_model_seconds": round(model_seconds, 1)}
+              "first_view_seconds": round(model_seconds, 1)}
     SHOTS.mkdir(parents=True, exist_ok=True)
     (SHOTS / "latency.json").write_text(json.dumps(report, indent=2))
     with capsys.disabled():  # shown even without -s
         print(f"\nslider-to-redraw latency: median {median:.0f} ms over 20 moves "
               f"(min {min(timings):.0f}, max {max(timings):.0f}; load average {load:.1f}); "
-              f"first visit to a ready model: {model_seconds:.0f} s")
+              f"first visit to the Generate view: {model_seconds:.1f} s")
 
     # Extrapolation is flagged on the page.
     _teff_input(browser).send_keys(Keys.END)  # the top of the slider: beyond the training range

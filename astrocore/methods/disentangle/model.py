@@ -128,10 +128,13 @@ class PolynomialReader(nn.Module):
             torch.manual_seed(seed)
             _, singular, axes = torch.svd_lowrank(training_flux - centre,
                                                   q=min(n_components + 10, *training_flux.shape), niter=4)
-        spread = (singular[:n_components] / max(len(training_flux) - 1, 1) ** 0.5).clamp_min(1e-8)
+        spread = singular[:n_components] / max(len(training_flux) - 1, 1) ** 0.5
+        # Directions with almost no variance (beyond the rank of a small training set) would be
+        # scaled up by 1/spread until float32 rounding dominates the latent: leave them out.
+        n_components = int((spread > spread[0] * 1e-3).sum()) if n_components else 0
         self.centre.copy_(centre)
         self.components.zero_()
-        self.components[:n_components] = axes[:, :n_components].T / spread[:, None]
+        self.components[:n_components] = axes[:, :n_components].T / spread[:n_components, None]
 
     def monomials(self, conditions: torch.Tensor) -> torch.Tensor:
         """phi(c): (n, 1 + n_conditions + n_pairs), starting with the constant 1."""

@@ -14,7 +14,6 @@ blur) and extra sky noise. None of them changes an object's magnitudes.
 """
 from __future__ import annotations
 
-import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -43,6 +42,8 @@ def build_backbone(name: str, in_chans: int, width: int) -> tuple[nn.Module, int
     ever downloaded."""
     if name == "small_vgg":
         return small_vgg(in_chans, width), 4 * width
+    import timm  # here, not at the top: it pulls in torchvision and adds seconds to every CLI start
+
     model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=0, global_pool="avg")
     with torch.no_grad():
         width_out = model(torch.zeros(2, in_chans, 32, 32)).shape[1]
