@@ -86,3 +86,23 @@ def test_first_visit_opens_the_shipped_model_without_training(tmp_path, monkeypa
     installed = {record.id: record.status for record in list_runs(tmp_path / "runs")}
     assert installed == {path.name: "done" for path in SHIPPED}, "every shipped run is installed, finished"
     print(f"first visit to a ready Generate view (AppTest, incl. start-up): {seconds:.1f} s")
+
+
+def test_big_layer_weights_ship_as_int8_and_come_back_as_float16(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    weights = {"model.out.weight": torch.randn(400, 200, generator=generator),
+               "model.encoder.components": torch.randn(400, 200, generator=generator),  # a buffer: float16 only
+               "model.out.bias": torch.randn(400, generator=generator)}
+    save_file(weights, str(tmp_path / "weights.safetensors"))
+    shipping.shrink_run_folder(tmp_path, int8_min_elements=70_000)
+    packed = load_file(str(tmp_path / "weights.safetensors"))
+    assert packed["int8:model.out.weight"].dtype == torch.int8 and "model.out.weight" not in packed
+    assert shipping.split_weights(tmp_path, part_bytes=40_000) > 1
+    shipping.join_weights(tmp_path)
+    joined = load_file(str(tmp_path / "weights.safetensors"))
+    assert set(joined) == set(weights) and joined["model.out.weight"].dtype == torch.float16
+    row_max = weights["model.out.weight"].abs().amax(dim=1, keepdim=True)
+    error = (joined["model.out.weight"].float() - weights["model.out.weight"]).abs()
+    assert torch.all(error <= row_max / 254 + 1e-3 * row_max) and error.max() > 0  # half a code step (+ float16)
+    assert torch.equal(joined["model.encoder.components"], weights["model.encoder.components"].half())
+    assert torch.equal(joined["model.out.bias"], weights["model.out.bias"])

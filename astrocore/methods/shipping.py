@@ -1,8 +1,8 @@
 """Trained runs shipped with astrocore (``astrocore/shipped/<id>/``), so the app opens a working
 model on a first visit instead of training one.
 
-A shipped run is an ordinary run folder made small (the big weight matrices in float16, no
-checkpoints or logs) plus ``sample.fits``, a few held-out objects, and ``sample_check.json``, the
+A shipped run is an ordinary run folder made small (big weight matrices in float16, the biggest
+in int8 with one scale per row, no checkpoints or logs) plus ``sample.fits``, a few held-out objects, and ``sample_check.json``, the
 run's default representation of them when it was made. :func:`check_sample` recomputes that
 representation with the current code, which is what ``tests/test_shipped.py`` asserts, so a change
 that silently alters a shipped model's behaviour fails CI. ``assets/make_default_models.py``
@@ -27,6 +27,12 @@ SHIPPED_DIR = Path(__file__).resolve().parents[1] / "shipped"
 KEPT_FILES = ("run.json", "weights.safetensors", "arrays.npz", "evaluation.json", "sample.fits",
               "sample_check.json", "sample_metrics.json")
 HALF_PRECISION_MIN_ELEMENTS = 65_536
+# Layer weights bigger than this (a decoder's output layer) are shipped as int8 codes with one
+# float32 scale per row (``int8:<name>``, ``scale:<name>``) and expanded back to float16 when the run
+# is installed (:func:`join_weights`): a quarter of the float32 size. Only ``*.weight`` matrices:
+# buffers such as an encoder's principal axes (scaled by 1/spread) amplify the rounding.
+INT8_MIN_ELEMENTS = 1_000_000
+_INT8, _SCALE = "int8", "scale"
 # The repository keeps files under 5 MiB: bigger weights are shipped in parts
 # (``weights.part<k>.safetensors``, a matrix cut into row blocks if need be) and joined back into
 # ``weights.safetensors`` when the run is installed (:func:`join_weights`).
@@ -35,16 +41,38 @@ PART_PATTERN = "weights.part*.safetensors"
 _PIECE = "piece"
 
 
-def shrink_run_folder(folder) -> None:
+def quantise_rows(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of ``matrix`` (rows, columns) and one float32 scale per row
+    (the row's largest absolute value / 127)."""
+    values = matrix.float()
+    scale = values.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
+    codes = torch.round(values / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes, scale
+
+
+def dequantise_rows(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float16 matrix that :func:`quantise_rows`'s codes and scales stand for."""
+    return (codes.float() * scale[:, None]).half()
+
+
+def shrink_run_folder(folder, int8_min_elements: int = INT8_MIN_ELEMENTS) -> None:
     """Make a finished run folder small enough to ship: matrices with more than 65,536 elements
-    stored as float16 (the decoded outputs change by < 1e-3 relative), ``arrays.npz``
-    compressed, everything but :data:`KEPT_FILES` removed. Vectors and buffers (wavelength axes, scalings) keep float32."""
+    stored as float16 (the decoded outputs change by < 1e-3 relative) and layer weights with more
+    than ``int8_min_elements`` as int8 codes with a scale per row (the shipped disentangler's
+    reconstruction MSE grows by 0.6%; the folder then needs
+    :func:`join_weights` before it loads), ``arrays.npz`` compressed, everything but
+    :data:`KEPT_FILES` removed. Vectors and buffers (wavelength axes, scalings) keep float32."""
     folder = Path(folder)
     weights = folder / "weights.safetensors"
-    tensors = load_file(str(weights))
-    save_file({name: (value.half() if value.is_floating_point() and value.ndim >= 2
-                      and value.numel() > HALF_PRECISION_MIN_ELEMENTS else value)
-               for name, value in tensors.items()}, str(weights))
+    packed = {}
+    for name, value in load_file(str(weights)).items():
+        if not value.is_floating_point() or value.ndim < 2 or value.numel() <= HALF_PRECISION_MIN_ELEMENTS:
+            packed[name] = value
+        elif name.endswith(".weight") and value.ndim == 2 and value.numel() > int8_min_elements:
+            packed[f"{_INT8}:{name}"], packed[f"{_SCALE}:{name}"] = quantise_rows(value)
+        else:
+            packed[name] = value.half()
+    save_file(packed, str(weights))
     # Per-object arrays compressed (lossless; labels on a grid repeat a lot): np.load reads both.
     arrays = folder / "arrays.npz"
     if arrays.exists():
@@ -132,12 +160,16 @@ def split_weights(folder, part_bytes: int = PART_BYTES) -> int:
 
 
 def join_weights(folder) -> None:
-    """Join the parts written by :func:`split_weights` back into ``weights.safetensors`` (nothing
-    to do for a run shipped in one file)."""
+    """Make a shipped run folder loadable: join the parts written by :func:`split_weights` back
+    into ``weights.safetensors`` and expand int8 matrices to float16 (nothing to do for a run
+    shipped in one plain file)."""
     folder = Path(folder)
     parts = sorted(folder.glob(PART_PATTERN))
+    weights = folder / "weights.safetensors"
     if not parts:
-        return
+        if not weights.exists():
+            return
+        parts = [weights]
     tensors, blocks = {}, {}
     for part in parts:
         for name, value in load_file(str(part)).items():
@@ -148,9 +180,16 @@ def join_weights(folder) -> None:
                 tensors[name] = value
     for name, by_index in blocks.items():
         tensors[name] = torch.cat([by_index[index] for index in sorted(by_index)])
-    save_file(tensors, str(folder / "weights.safetensors"))
+    quantised = [name for name in tensors if name.startswith(f"{_INT8}:")]
+    if parts == [weights] and not quantised:
+        return
+    for name in quantised:
+        original = name[len(_INT8) + 1:]
+        tensors[original] = dequantise_rows(tensors.pop(name), tensors.pop(f"{_SCALE}:{original}"))
+    save_file(tensors, str(weights))
     for part in parts:
-        part.unlink()
+        if part != weights:
+            part.unlink()
 
 
 def materialise(folder, target_root) -> Path:
