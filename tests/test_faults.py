@@ -31,7 +31,7 @@ EPOCHS, REFIT_EPOCHS = 6, 2
 SETTINGS = ["--epochs", str(EPOCHS), "--set", "batch_size=16", "latent_dim=2", "twin_code_steps=20",
             f"decoder_refit_epochs={REFIT_EPOCHS}"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-MODES = ("random", "random", "checkpoint", "random", "final-save")  # the default run's kills, in order
+MODES = ("random", "checkpoint", "final-save")  # the default run's kills, in order
 
 
 def _train_command(data: Path, runs: Path, run_id: str, resume: bool) -> list[str]:
@@ -163,11 +163,11 @@ def _kill_and_resume(setup, n_kills: int, seed: int) -> dict:
             resume = True
 
 
-def test_five_kills_then_resume(setup):
+def test_three_kills_then_resume(setup):
     started = time.perf_counter()
-    outcomes = _kill_and_resume(setup, 5, seed=22)
-    print(f"\n5 kills: {outcomes}; {time.perf_counter() - started:.1f} s (training alone {setup[2]:.1f} s)")
-    assert outcomes["kills"] == 5
+    outcomes = _kill_and_resume(setup, 3, seed=22)
+    print(f"\n3 kills: {outcomes}; {time.perf_counter() - started:.1f} s (training alone {setup[2]:.1f} s)")
+    assert outcomes["kills"] == 3
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from .fit import fit
 
 
 def cmd_train(args) -> int:
+    DisentanglerConfig.preset(args.preset, **overrides(args.set))  # a mistyped --set fails before the data is made
     dataset, source = load_source(args.data, n_stars=args.n_stars, seed=args.data_seed)
     # Data without a fingerprint column cannot use twins: "fast" becomes the recipe without them.
     preset = preset_for_data(args.preset, dataset.labels.colnames)
