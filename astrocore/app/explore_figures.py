@@ -7,7 +7,7 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 
 from .explore import COLUMN_TITLES, ExploreData, ExploreError, colour_kind
-from .plots import DISPLAY_POINTS, FLUX_TITLE, decimation_index, gapped, wavelength_title
+from .plots import DISPLAY_POINTS, FLUX_TITLE, decimation_index, gapped, plain_ticks, wavelength_title
 
 #: plotly_white, resolved once (a template name is expanded on every figure).
 TEMPLATE = "plotly_white"
@@ -194,7 +194,7 @@ def selection_spectra_figure(wavelength, spectra, index, height: int = 380, pixe
                   xaxis=dict(title=dict(text=wavelength_title(wavelength)), **AXIS), yaxis=dict(title=dict(text=FLUX_TITLE), **AXIS),
                   legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
                   meta={"linked": "spectra", "n_selected": n_sel})
-    return go.Figure(data=data, layout=layout, _validate=False)
+    return plain_ticks(go.Figure(data=data, layout=layout, _validate=False))
 
 
 def histogram_columns(data: ExploreData) -> list[str]:
@@ -254,4 +254,4 @@ def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0
                                     **({"range": list(xrange)} if xrange else {})),
                          yaxis=dict(title=FLUX_TITLE, showline=True, mirror=True, linecolor="#444"),
                          legend=dict(orientation="v", x=1.01, y=1), meta={"linked": "neighbours"})
-    return figure
+    return plain_ticks(figure)

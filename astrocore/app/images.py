@@ -20,6 +20,7 @@ from ..methods.ssl.evaluate import pretext_residuals
 from ..methods.ssl.imagenet import imagenet_status, imagenet_weights_path
 from ..runs import RunRecord, list_runs
 from .cutouts import cutout_grid_figure
+from .plots import plain_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CUTOUT = ROOT / "assets" / "example_cutout.fits"
@@ -238,7 +239,7 @@ def magnitude_figure(row: pd.Series, bands) -> go.Figure:
     figure.update_layout(template="plotly_white", height=280, margin=dict(l=10, r=10, t=40, b=10),
                          title="Predicted magnitudes", xaxis_title="band centre wavelength [Å]",
                          yaxis_title="AB magnitude [mag]", yaxis_autorange="reversed")
-    return figure
+    return plain_ticks(figure)
 
 
 def neighbour_rows(row: pd.Series) -> np.ndarray:

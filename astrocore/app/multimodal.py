@@ -17,6 +17,7 @@ from ..methods.batmm.metrics import curves, reliability
 from ..methods.batmm.predict import explain, read_star
 from ..methods.batmm.run import BatmmRun
 from .common import finished_runs
+from .plots import plain_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_FILE = ROOT / "benchmarks" / "batmm_fast.json"
@@ -166,7 +167,7 @@ def segment_weights_figure(weights, edges_aa, wavelength=None, flux=None) -> go.
     figure.update_yaxes(title_text="attention weight (sums to 1)", secondary_y=False, rangemode="tozero")
     figure.update_yaxes(title_text="flux [1e-17 erg s^-1 cm^-2 A^-1]", secondary_y=True)
     figure.update_layout(height=340, margin=dict(t=30, b=40), legend=dict(orientation="h"))
-    return figure
+    return plain_ticks(figure)
 
 
 def band_weights_figure(weights: dict) -> go.Figure:
@@ -191,7 +192,7 @@ def cross_attention_figures(maps, edges_aa, layer: int = 0, head: int | None = N
     wavelength = go.Figure(go.Bar(x=0.5 * (edges[:-1] + edges[1:]), y=per_segment, width=np.diff(edges) * 0.95,
                                   name="mean attention"))
     wavelength.add_hline(y=float(matrix[:, -1].mean()), line_dash="dot", annotation_text="pooled spectral token")
-    wavelength.update_layout(xaxis_title="wavelength [Angstrom]", yaxis_title="attention from image tokens",
+    plain_ticks(wavelength).update_layout(xaxis_title="wavelength [Angstrom]", yaxis_title="attention from image tokens",
                              height=300, margin=dict(t=30, b=40))
     target = int(np.argmax(per_segment))
     grid = segments[:16, target].reshape(4, 4)

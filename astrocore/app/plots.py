@@ -196,6 +196,15 @@ def zoom_presets(wavelength) -> dict[str, tuple[float, float]]:
 
 
 # ============================================================================ helpers
+def plain_ticks(figure: go.Figure) -> go.Figure:
+    """Plain numbers on every axis of ``figure`` (returned): plotly's defaults print "15.2k" and
+    "500µ", which read as units on wavelength and flux axes, and "15,200" for a wavelength."""
+    figure.update_xaxes(exponentformat="none")
+    figure.update_yaxes(exponentformat="none")
+    figure.update_layout(separators=".")
+    return figure
+
+
 #: Pixels per trace of a full-range spectrum sent to the browser (about two per pixel of a wide chart).
 DISPLAY_POINTS = 2000
 
@@ -360,7 +369,7 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
                 trace["xaxis"] = "x2"
     # Built from plain dicts whose keys are fixed above: skipping plotly's per-property validation
     # saves ~10 ms per slider move (a third of the server time).
-    return go.Figure(data=data, layout=layout, _validate=False)
+    return plain_ticks(go.Figure(data=data, layout=layout, _validate=False))
 
 
 def _style(name: str, extrapolation: bool = False) -> dict:
@@ -410,7 +419,7 @@ def example_spectra_figure(wavelength, spectra, names, offset: float = 0.6, heig
                              linecolor="#444"),
                   legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0), shapes=shapes,
                   annotations=annotations, hovermode="x unified")
-    return go.Figure(data=data, layout=layout)
+    return plain_ticks(go.Figure(data=data, layout=layout))
 
 
 def grid_figure(wavelength, spectra, values, value_title: str, xrange=None, offset: float = 0.0,
@@ -434,7 +443,7 @@ def grid_figure(wavelength, spectra, values, value_title: str, xrange=None, offs
                              linecolor="#444"),
                   yaxis=dict(title=dict(text=FLUX_TITLE), showline=True, mirror=True, linecolor="#444"),
                   legend=dict(title=dict(text=value_title)), shapes=shapes, annotations=annotations)
-    return go.Figure(data=data, layout=layout)
+    return plain_ticks(go.Figure(data=data, layout=layout))
 
 
 # ============================================================================ training
@@ -464,7 +473,7 @@ def loss_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], chance: dict[s
     figure.update_xaxes(title_text="Epoch", showline=True, mirror=True, linecolor="#444")
     recon = [np.asarray(y, float) for name, (_, y) in curves.items() if "adv" not in name and len(y)]
     ticks = _log_ticks(np.concatenate(recon)) if recon else None
-    figure.update_yaxes(title_text="MSE (scaled flux)", type="log", row=1, col=1, showline=True, mirror=True,
+    figure.update_yaxes(title_text="MSE (scaled flux)", type="log", exponentformat="power", row=1, col=1, showline=True, mirror=True,
                         linecolor="#444", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks] if ticks else None)
     figure.update_yaxes(title_text="Adversary loss", row=1, col=2, showline=True, mirror=True, linecolor="#444")
     figure.update_layout(height=height + 40, template="plotly_white",
@@ -497,7 +506,7 @@ def compare_losses_figure(series: dict[str, tuple[np.ndarray, np.ndarray]], metr
     ticks = _log_ticks(np.concatenate(values)) if values else None
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=60, r=20, t=30, b=45),
                          xaxis=dict(title="Epoch", showline=True, mirror=True, linecolor="#444"),
-                         yaxis=dict(title=metric_title, type="log", showline=True, mirror=True, linecolor="#444",
+                         yaxis=dict(title=metric_title, type="log", exponentformat="power", showline=True, mirror=True, linecolor="#444",
                                     tickvals=ticks, ticktext=[f"{t:g}" for t in ticks] if ticks else None),
                          legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return figure
@@ -600,7 +609,7 @@ def recon_by_parameter_figure(table, height: int = 340) -> go.Figure:
     figure.update_layout(height=height, template="plotly_white", margin=dict(l=70, r=20, t=20, b=45),
                          xaxis=dict(title=LABEL_TITLES.get(parameter, parameter), showline=True, mirror=True,
                                     linecolor="#444"),
-                         yaxis=dict(title="reconstruction MSE (normalised flux)", type="log", showline=True, mirror=True,
+                         yaxis=dict(title="reconstruction MSE (normalised flux)", type="log", exponentformat="power", showline=True, mirror=True,
                                     linecolor="#444"),
                          legend=dict(orientation="h", yanchor="top", y=-0.2, x=0))
     return figure
