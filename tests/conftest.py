@@ -1,9 +1,17 @@
 """Shared fixtures: small datasets, a temporary runs folder and cache, the ../shared data path."""
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from astropy.table import Table
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The default run uses two pytest-xdist workers on CI's two cores: one thread each (and in the
+    # processes they start), or each worker's torch threads fight the other worker for the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 from astrocore.data.dataset import Dataset
 

@@ -279,6 +279,11 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
                            if "broken.fits" in e.text], 30, poll=0.3)
     assert error and "Traceback" not in error[0], "a broken upload should give a readable message"
     _screenshot(browser, "05b_bad_upload.png")
+    # Clearing the upload clears its error (no stale message about a file that is gone).
+    browser.find_element(By.CSS_SELECTOR, '[data-testid="stFileUploader"] button[aria-label="Remove broken.fits"]').click()
+    cleared = _wait(lambda: not [e for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')
+                                 if "broken.fits" in e.text], 30, poll=0.3)
+    assert cleared, "the error of a cleared upload should disappear"
     example = ROOT / "assets" / "example_gandalf_rvs.zip"
     if example.exists():
         browser.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(example))
