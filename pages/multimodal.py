@@ -6,6 +6,7 @@ import streamlit as st
 
 from astrocore import jobs
 from astrocore.app import multimodal as logic
+from astrocore.app.common import load_run
 from astrocore.data.dataset import DataError
 from astrocore.runs import runs_dir
 
@@ -25,7 +26,7 @@ st.caption("Blue horizontal branch stars vs blue stragglers and A-type main-sequ
 
 @st.cache_resource(max_entries=4)
 def get_run(path: str, stamp: float):
-    return logic.BatmmRun.load(path)
+    return load_run(path)  # through the registry: a broken folder gives one clear error
 
 
 def run_of(record):

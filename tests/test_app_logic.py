@@ -404,3 +404,12 @@ def test_spectra_unlike_the_training_data_get_a_warning_with_numbers(tmp_path):
     assert app_spectra.upload_novelty(run, Dataset.load(shipped / "sample.fits")) is None  # its own held-out stars
     warning = app_spectra.upload_novelty(run, read_spectra(ROOT / "assets" / "example_apogee_spectra.fits"))
     assert warning and "median RMS of 0.0" in warning and "95 % of its held-out spectra" in warning
+
+
+def test_the_example_spectra_are_offered_and_read():
+    from astrocore.app import uploads
+
+    examples = uploads.example_files()
+    assert {path.name for path in examples} == set(uploads.SPECTRA_EXAMPLES)
+    for path in examples:  # each is a file the Spectra page's path box accepts
+        assert uploads.local_spectra_source(str(path))

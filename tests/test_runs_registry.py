@@ -284,3 +284,19 @@ def test_train_resume_continues_a_run_of_another_method(tmp_path, capsys):
     assert run.record.method == "dann" and run.record.metrics["target"]
     assert main(["train", "--resume", str(folder)]) == 0  # a finished run: nothing to do
     assert "already finished" in capsys.readouterr().err
+
+
+def test_classify_commands_refuse_a_run_of_another_method_in_one_line(tmp_path, capsys):
+    from conftest import toy_spectra
+
+    from astrocore.cli import main
+    from astrocore.methods.disentangle import DisentanglerConfig, fit as fit_disentangler
+
+    run = fit_disentangler(toy_spectra(n_fingerprints=3), DisentanglerConfig.preset("fast", epochs=1),
+                           runs_root=tmp_path / "runs", run_id="spectra-model")
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("name,OIII_5007_HB\na,1.0\n")
+    assert main(["classify", "nebulae", str(catalogue), "--run", str(run.path),
+                 "--out", str(tmp_path / "out.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "is a disentangle run; this needs a dann run" in err and "Traceback" not in err

@@ -115,13 +115,15 @@ def _dataset_root(folder: Path, name: str) -> Path:
                       f"wavelength.npy) nor an astrocore dataset (spectra.npz); it contains {found or 'nothing'}.")
 
 
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 PROJECT_ASSETS = Path(__file__).resolve().parents[2] / "assets"  # the checkout's example files
+# The example spectra in assets/ (made by assets/make_assets.py); the other example_* files there are
+# cutouts, a line catalogue and a BHB star for the other pages.
+SPECTRA_EXAMPLES = ("example_apogee_spectra.fits", "example_gandalf_rvs.zip", "example_rvs_spectra.csv")
 
 
 def example_files() -> list[Path]:
-    """Small example spectra shipped in assets/ (made by the project's own simulator)."""
-    return sorted(p for p in ASSETS_DIR.glob("example_*") if p.is_file()) if ASSETS_DIR.exists() else []
+    """The example spectra files of the checkout's assets/ folder that exist."""
+    return [PROJECT_ASSETS / name for name in SPECTRA_EXAMPLES if (PROJECT_ASSETS / name).is_file()]
 
 
 def data_roots() -> list[Path]:

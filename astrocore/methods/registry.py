@@ -68,8 +68,9 @@ def get(name: str) -> MethodSpec:
     return table[name]
 
 
-def load_run(path):
-    """Load a finished run folder as its method's Run class (found by ``run.json``'s ``method``).
+def load_run(path, method: str | None = None):
+    """Load a finished run folder as its method's Run class (found by ``run.json``'s ``method``;
+    with ``method``, a run of another method is refused with a clear error).
 
     A folder that is not a loadable run gives one clear :class:`~astrocore.runs.RunError` naming the
     problem (bad or incomplete run.json, unknown method, unfinished run, invalid configuration,
@@ -84,6 +85,8 @@ def load_run(path):
         spec = get(record.method)
     except ValueError as error:
         raise RunError(f"{path}: {error}") from None
+    if method is not None and record.method != method:
+        raise RunError(f"Run {record.id} in {path} is a {record.method} run; this needs a {method} run.")
     if record.status != "done":
         hint = f"; continue it with: astrocore train --resume {path}" if record.shown_status in (
             "interrupted", "cancelled") else ""

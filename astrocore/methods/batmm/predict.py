@@ -8,6 +8,7 @@ import numpy as np
 from ...data.dataset import DataError
 from ...data.readers.cutouts import read_cutout, read_cutouts
 from ...data.readers.sdss import read_sdss_spectrum
+from ..registry import load_run
 from .run import BatmmRun
 
 BANDS = ("u", "g", "r", "i", "z")
@@ -58,6 +59,6 @@ def explain(run: BatmmRun, flux=None, cube=None) -> dict:
 
 def classify_files(run_path, spectrum=None, image=None) -> dict:
     """``astrocore classify star``: load the run, read the files, explain the star."""
-    run = BatmmRun.load(Path(run_path))
+    run = load_run(Path(run_path), method="batmm")  # a tampered or foreign folder: one clear error
     flux, cube, notes = read_star(spectrum, image)
     return {**explain(run, flux, cube), **notes}

@@ -12,10 +12,11 @@ from ...data.dataset import Dataset
 from ...data.readers.catalogues import read_nebula_catalogue
 from ...data.simulators.nebulae_observe import KNOBS, expected_class_balance, simulate_nebulae
 from ...training import TrainingCancelled
+from ..registry import load_run
 from .bench import bench_dann
 from .config import LAMBDA_SCHEDULES, MODES, PRESETS, SELECTIONS, DannConfig
 from .fit import fit
-from .run import DannRun, nebula_dataset, source_from_dataset
+from .run import nebula_dataset, source_from_dataset
 
 
 def _simulation_arguments(parser, n_default: int = 8000) -> None:
@@ -77,7 +78,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    run = DannRun.load(args.run)
+    run = load_run(args.run, method="dann")  # a tampered or foreign folder: one clear error
     started = time.perf_counter()
     catalogue = read_nebula_catalogue(args.catalogue)
     table = run.classify_table(catalogue.labels)

@@ -10,6 +10,7 @@ from ...data.dataset import DataError
 from ...data.simulators.cutouts import LABEL_SETS, label_set, simulate_cutouts
 from ...data.simulators.cutouts_sed import SURVEYS
 from ...training import TrainingCancelled
+from ..registry import load_run
 from .bench import bench_ssl, summarise_runs
 from .classify import classify_files
 from .config import PRESETS, PRETEXT_OBJECTIVES, SCHEMES, SSLConfig
@@ -35,7 +36,7 @@ def _find_run(text: str, runs_root) -> SSLRun:
         path = Path(runs_root) / text
     if not (path / "run.json").exists():
         raise SystemExit(f"astrocore: error: no run at {text!r} (give a run folder or an id under --out)")
-    return SSLRun.load(path)
+    return load_run(path, method="ssl")  # a tampered or foreign folder: one clear error
 
 
 def cmd_train(args) -> int:
