@@ -218,7 +218,10 @@ class TwinSampler:
 
     def sample(self, index: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
         index = index.cpu()
-        offset = (torch.rand(len(index), generator=self.generator) * self.group_size[index]).long()
+        # One draw per training object at every call, taken at this batch's rows: under torchrun
+        # each rank then picks the twins one process would pick for its share of the global batch.
+        draws = torch.rand(len(self.group_size), generator=self.generator)
+        offset = (draws[index] * self.group_size[index]).long()
         twin = self.order[self.group_start[index] + offset]
         flux = torch.as_tensor(self.flux.take(twin.numpy())) if is_lazy(self.flux) else self.flux[twin]
         return flux.to(device), self.cp[twin].to(device)
