@@ -413,3 +413,13 @@ def test_the_example_spectra_are_offered_and_read():
     assert {path.name for path in examples} == set(uploads.SPECTRA_EXAMPLES)
     for path in examples:  # each is a file the Spectra page's path box accepts
         assert uploads.local_spectra_source(str(path))
+
+
+def test_run_labels_fit_a_select_box():
+    from astrocore.methods import shipping
+    from astrocore.runs import RunRecord
+
+    record = RunRecord.read(shipping.SHIPPED_DIR / "default-disentangle-apogee")
+    label = app_common.run_label(record)
+    assert label == "default-disentangle-apogee · mdAT · APOGEE-like, 120 chemistries"
+    assert len(label) <= 80  # the Spectra page's box shows about 100 characters at 1500 px

@@ -115,10 +115,11 @@ def source_label(source: dict) -> str:
 
 
 def run_label(record: RunRecord) -> str:
-    config = record.config
-    mode = MODE_TITLES.get(config.get("mode", ""), config.get("mode", ""))
-    conditioned = ", ".join(label_title(name, unit=False) for name in config.get("conditional", []))
-    return f"{record.id} · {mode} on {conditioned} · {source_label(record.data)}"
+    """A run as select boxes list it: id, mode and data, short enough to be read whole (the
+    conditioning, grid and seed are in the caption beside the box)."""
+    mode = MODE_TITLES.get(record.config.get("mode", ""), record.config.get("mode", ""))
+    data = source_label(record.data).split(" × ")[0].removesuffix(f", seed {record.data.get('params', {}).get('seed', 0)}")
+    return f"{record.id} · {mode} · {data}"
 
 
 def run_stamp(record: RunRecord) -> float:
