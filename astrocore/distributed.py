@@ -135,6 +135,58 @@ def average_buffers(modules: dict[str, torch.nn.Module]) -> None:
                 buffer.data.copy_(all_reduce_sum(buffer.data) / world_size())
 
 
+_batch_share = 1.0
+
+
+def set_batch_share(share: float) -> None:
+    """This rank's share of the current global batch (the training loop sets it before each step;
+    :class:`SyncedBatchNorm1d` reads it)."""
+    global _batch_share
+    _batch_share = float(share)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Sum over ranks whose backward weighs each rank's gradient by its batch share (and divides by
+    this rank's): after :class:`GradientAverager`'s share-weighted sum, the gradient is that of the
+    mean loss over the global batch, as for one process."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, share: float) -> torch.Tensor:
+        ctx.share = share
+        return all_reduce_sum(values)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        total = all_reduce_sum(grad * ctx.share)  # every rank takes part, even one without rows
+        return (total / ctx.share if ctx.share > 0 else torch.zeros_like(grad)), None
+
+
+class SyncedBatchNorm1d(torch.nn.BatchNorm1d):
+    """BatchNorm1d that, in training under torchrun, normalises with the statistics of the whole
+    global batch (all ranks' rows), on CPUs too (torch's SyncBatchNorm needs GPUs), so N processes
+    train as one. Anywhere else it is torch's BatchNorm1d; the saved state is the same."""
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(values)
+        share = _batch_share
+        rows = values if share > 0 else values[:0]  # a rank's placeholder row adds nothing
+        width = values.shape[1]
+        sums = torch.cat([rows.sum(0), (rows * rows).sum(0), values.new_tensor([float(len(rows))])])
+        total = _SumOverRanks.apply(sums, share)
+        count = total[-1].detach().clamp_min(1.0)
+        mean = total[:width] / count
+        variance = (total[width:2 * width] / count - mean * mean).clamp_min(0.0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - momentum).add_(momentum * mean)
+                self.running_var.mul_(1 - momentum).add_(momentum * variance * count / (count - 1).clamp_min(1.0))
+        normalised = (values - mean) / torch.sqrt(variance + self.eps)
+        return normalised * self.weight + self.bias if self.affine else normalised
+
+
 class GradientAverager:
     """Before every optimiser step, replace each gradient by the batch-weighted average over ranks.
 

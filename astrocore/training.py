@@ -409,6 +409,7 @@ def _epochs(task, train_tensors, val_tensors, settings, progress, checkpoint_dir
                     group["lr"] = group["initial_lr"] * factor
             if averager is not None:
                 averager.weight = share
+                distributed.set_batch_share(share)
             metrics = task.training_step(batch, epoch)
             rows.append((n_rows, metrics))
             if main and progress is not None and (batch_index + 1) % settings.progress_every == 0:

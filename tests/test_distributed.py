@@ -122,11 +122,9 @@ def grid_data(tmp_path_factory):
 
 
 def test_torchrun_trains_the_disentangler_like_one_process(tmp_path, grid_data):
-    # Adversaries, twin term and decoder refit see the global batch as one process does: the curves
-    # agree to float32 sums. The latent batch norm normalises with each rank's half of a batch, so
-    # with it on (the preset's) the curve is only statistically alike; that run is checked to train.
-    settings = ["epochs=2", "batch_size=64", "decoder_refit_epochs=1", "twin_code_steps=0", "patience=null"]
-    exact = [*settings, "latent_activation=none"]
+    # Adversaries, twin term, the latent batch norm (global batch statistics) and the decoder refit
+    # see the global batch as one process does: the curves agree to float32 sums.
+    exact = ["epochs=2", "batch_size=64", "decoder_refit_epochs=1", "twin_code_steps=0", "patience=null"]
     command = ["-m", "astrocore", "train", "disentangle", "--data", str(grid_data), "--mode", "mdat", "--seed", "0"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -145,14 +143,5 @@ def test_torchrun_trains_the_disentangler_like_one_process(tmp_path, grid_data):
     curve = [row["train_loss"] for row in run["history"]["epochs"] if "phase" not in row]
     expected = [row["train_loss"] for row in reference["history"]["epochs"] if "phase" not in row]
     assert len(curve) == len(expected) == 2
-    np.testing.assert_allclose(curve, expected, rtol=1e-4)  # measured: 5e-8
+    np.testing.assert_allclose(curve, expected, rtol=1e-4)  # measured: 1e-8
     assert json.loads(double.stdout[double.stdout.index("{"):])["run"] == folders[0].name  # rank 0 printed
-
-    normed = subprocess.run([*torchrun, *command, "--set", *settings, "--out", str(tmp_path / "normed")], cwd=ROOT,
-                            env=env, capture_output=True, text=True)
-    assert normed.returncode == 0, normed.stderr[-3000:]
-    (folder,) = [path for path in (tmp_path / "normed").iterdir() if not path.name.startswith(".")]
-    run = json.loads((folder / "run.json").read_text())
-    assert run["status"] == "done" and run["metrics"]["twins"] == "on"
-    losses = [row["train_loss"] for row in run["history"]["epochs"] if "phase" not in row]
-    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...distributed import SyncedBatchNorm1d
 from .config import DisentanglerConfig
 
 
@@ -196,7 +197,7 @@ class Disentangler(nn.Module):
             self.encoder = conditioned_mlp([n_pixels + n_cp_inputs, *config.encoder_hidden, config.latent_dim],
                                            n_cp_inputs, encoder_film, config.activation)
         self.latent_norm = (
-            nn.BatchNorm1d(config.latent_dim, affine=False) if config.latent_activation == "batchnorm" else None
+            SyncedBatchNorm1d(config.latent_dim, affine=False) if config.latent_activation == "batchnorm" else None
         )
         self.decoder = conditioned_mlp([config.latent_dim + n_cp_inputs, *config.decoder_hidden, n_pixels],
                                        n_cp_inputs, decoder_film, config.activation)
