@@ -9,7 +9,7 @@ load) or as interrupted (never "running", never broken), its checkpoints must lo
 temporary file may be left; ``astrocore train --resume RUN`` then continues it (and may be killed
 again): the run that finally finishes must load with its whole history.
 
-The default run makes 5 kills on one chain of resumes; ``-m slow`` makes the 20 of issue 22.
+The default run makes 3 kills on one chain of resumes; ``-m slow`` makes the 20 of issue 22.
 """
 import os
 import random
