@@ -275,11 +275,16 @@ def main(argv=None) -> int:
     argv = _legacy_arguments(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     _join_torchrun(args)
+    finished = False
     try:
-        return args.handler(args) or 0
+        status = args.handler(args) or 0
+        finished = True
+        return status
     except (DataError, FileNotFoundError, ValueError) as error:
         print(f"astrocore: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        distributed.leave(finished)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,17 @@ def init_from_env() -> bool:
     return dist.get_world_size() > 1
 
 
+def leave(finished: bool = True) -> None:
+    """Leave the process group before the process exits (a no-op without one). ``finished``: every
+    rank got here normally, so wait for the others first. Exiting with gloo's threads still
+    connected let one rank abort (SIGABRT) when its peer closed first."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def is_distributed() -> bool:
     """True inside a process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
