@@ -46,7 +46,8 @@ def device_description() -> str:
     """A human-readable name of the device training would use (for the app's sidebar)."""
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name(0)}"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def seed_everything(seed: int) -> None:
