@@ -47,7 +47,7 @@ by_id = {r.id: r for r in records}
 if st.session_state.get("explore_run") not in by_id:
     st.session_state.explore_run = app_common.choose_default_run(records).id
 
-top = st.columns([3, 4, 4])
+top = st.columns([6, 5])  # the run's label (id, mode, data) read whole; the two choices below it
 run_id = top[0].selectbox("Run", list(by_id), key="explore_run", format_func=lambda rid: app_common.run_label(by_id[rid]))
 record = by_id[run_id]
 stamp = app_common.run_stamp(record)
@@ -60,15 +60,16 @@ except (DataError, embeddings.ProjectionError, OSError, ValueError, RuntimeError
 available = data.available()
 if st.session_state.get("explore_rep") not in available:
     st.session_state.explore_rep = "z"
-representation = top[1].radio("Representation", available, key="explore_rep", horizontal=True,
-                              format_func=data.representations.get,
-                              help="z: the model's latent vectors; X: the input spectra; h: the activations of the "
-                                   "encoder's last hidden layer, or for the polynomial encoder the spectrum's principal components "
-                                   "(computed from the model when first chosen).")
-method = top[2].radio("Projection", list(embeddings.PROJECTION_METHODS), key="explore_method", horizontal=True,
-                      format_func=embeddings.PROJECTION_METHODS.get,
-                      help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "
-                           "the run folder per (representation, method, parameters).")
+choices = st.columns([6, 5])
+representation = choices[0].radio("Representation", available, key="explore_rep", horizontal=True,
+                                  format_func=data.representations.get,
+                                  help="z: the model's latent vectors; X: the input spectra; h: the activations of the "
+                                       "encoder's last hidden layer, or for the polynomial encoder the spectrum's principal components "
+                                       "(computed from the model when first chosen).")
+method = choices[1].radio("Projection", list(embeddings.PROJECTION_METHODS), key="explore_method", horizontal=True,
+                          format_func=embeddings.PROJECTION_METHODS.get,
+                          help="PCA is computed here at once; UMAP and t-SNE run in the background and are cached in "
+                               "the run folder per (representation, method, parameters).")
 
 params = {}
 if method != "pca":

@@ -232,7 +232,7 @@ def label_histograms_figure(data: ExploreData, index, columns=None, height: int 
                                     width=np.diff(edges), marker=dict(color=colour),
                                     opacity=0.55 if label == "all" else 0.75, name=label, showlegend=i == 0,
                                     legendgroup=label, xaxis=f"x{suffix}", yaxis=f"y{suffix}"))
-    return go.Figure(data=data_traces, layout=layout, _validate=False)
+    return plain_ticks(go.Figure(data=data_traces, layout=layout, _validate=False))  # MSE in 0.0002, not 200µ
 
 
 def neighbours_figure(wavelength, query, spectra, rows, names, offset: float = 0.0, height: int = 380,
