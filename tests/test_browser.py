@@ -275,14 +275,15 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
     broken = Path(tempfile.mkdtemp()) / "broken.fits"
     broken.write_bytes(b"this is not a FITS file" * 40)
     upload[0].send_keys(str(broken))
-    error = _wait(lambda: [e.text for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')
-                           if "broken.fits" in e.text], 30, poll=0.3)
+    # Alerts read in one script call: an element found and then redrawn by Streamlit would be stale.
+    alerts = lambda: browser.execute_script(  # noqa: E731
+        "return Array.from(document.querySelectorAll('[data-testid=\"stAlert\"]')).map(e => e.innerText);")
+    error = _wait(lambda: [text for text in alerts() if "broken.fits" in text], 30, poll=0.3)
     assert error and "Traceback" not in error[0], "a broken upload should give a readable message"
     _screenshot(browser, "05b_bad_upload.png")
     # Clearing the upload clears its error (no stale message about a file that is gone).
     browser.find_element(By.CSS_SELECTOR, '[data-testid="stFileUploader"] button[aria-label="Remove broken.fits"]').click()
-    cleared = _wait(lambda: not [e for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')
-                                 if "broken.fits" in e.text], 30, poll=0.3)
+    cleared = _wait(lambda: not [text for text in alerts() if "broken.fits" in text], 30, poll=0.3)
     assert cleared, "the error of a cleared upload should disappear"
     example = ROOT / "assets" / "example_gandalf_rvs.zip"
     if example.exists():
