@@ -60,3 +60,20 @@ def toy_spectra(n_fingerprints=12, seed=0):
 @pytest.fixture
 def toy_dataset():
     return toy_spectra()
+
+
+def cancelled_then_resumed(fit, dataset, config, root, stop_after: int):
+    """Train ``config`` on ``dataset`` twice under ``root``: once whole (run "whole"), once cancelled
+    after ``stop_after`` cancel polls and resumed (run "cut"). Checks the cancelled run is marked
+    so and the resumed one finished; returns (whole, resumed) for the caller to compare."""
+    from astrocore.runs import RunRecord
+    from astrocore.training import TrainingCancelled
+
+    whole = fit(dataset, config, runs_root=root, run_id="whole")
+    polls = iter(range(10**6))
+    with pytest.raises(TrainingCancelled):
+        fit(dataset, config, runs_root=root, run_id="cut", should_stop=lambda: next(polls) >= stop_after)
+    assert RunRecord.read(root / "cut").status == "cancelled"
+    resumed = fit(dataset, config, runs_root=root, run_id="cut", resume=True)
+    assert resumed.record.status == "done"
+    return whole, resumed

@@ -223,22 +223,11 @@ def test_data_make_bhb(tmp_path):
 
 
 def test_cancel_then_resume_gives_the_uninterrupted_run(small, tmp_path):
+    from conftest import cancelled_then_resumed
+
     from astrocore.methods.batmm import fit
-    from astrocore.runs import RunRecord
-    from astrocore.training import TrainingCancelled
 
     config = BatmmConfig.preset("fast", encoder_epochs=2, fusion_epochs=2, batch_size=32)
-    whole = fit(small, config, runs_root=tmp_path, run_id="whole")
-    calls = {"n": 0}
-
-    def stop_in_the_second_phase():
-        calls["n"] += 1
-        return calls["n"] > 12
-
-    with pytest.raises(TrainingCancelled):
-        fit(small, config, runs_root=tmp_path, run_id="cut", should_stop=stop_in_the_second_phase)
-    assert RunRecord.read(tmp_path / "cut").status == "cancelled"
-    resumed = fit(small, config, runs_root=tmp_path, run_id="cut", resume=True)
-    assert resumed.record.status == "done"
+    whole, resumed = cancelled_then_resumed(fit, small, config, tmp_path, stop_after=12)  # in the second phase
     np.testing.assert_allclose(resumed.predict_proba(small.spectra[:8], small.images[:8]),
                                whole.predict_proba(small.spectra[:8], small.images[:8]), atol=1e-5)

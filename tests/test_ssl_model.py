@@ -211,21 +211,9 @@ def test_the_explorer_reads_an_ssl_run(runs):
 
 
 def test_cancel_then_resume_gives_the_uninterrupted_run(tmp_path):
-    from astrocore.runs import RunRecord
-    from astrocore.training import TrainingCancelled
+    from conftest import cancelled_then_resumed
 
     cutouts = simulate_cutouts(70, seed=11, r_range=(13.0, 15.5), use_cache=False, n_workers=1)
     config = SSLConfig.preset("fast", **{**TINY, "epochs": 3})
-    whole = fit(cutouts, config, runs_root=tmp_path, run_id="whole")
-    calls = {"n": 0}
-
-    def stop_after_a_few_batches():
-        calls["n"] += 1
-        return calls["n"] > 3
-
-    with pytest.raises(TrainingCancelled):
-        fit(cutouts, config, runs_root=tmp_path, run_id="cut", should_stop=stop_after_a_few_batches)
-    assert RunRecord.read(tmp_path / "cut").status == "cancelled"
-    resumed = fit(cutouts, config, runs_root=tmp_path, run_id="cut", resume=True)
-    assert resumed.record.status == "done"
+    whole, resumed = cancelled_then_resumed(fit, cutouts, config, tmp_path, stop_after=3)
     np.testing.assert_allclose(resumed.features(cutouts.images[:6]), whole.features(cutouts.images[:6]), atol=1e-5)

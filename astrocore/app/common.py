@@ -94,20 +94,22 @@ def choose_default_run(records: list[RunRecord]) -> RunRecord | None:
     return max(pool, key=lambda r: r.created) if pool else None
 
 
-def source_label(source: dict) -> str:
-    """A short human description of a data source dict."""
+def source_label(source: dict, short: bool = False) -> str:
+    """A human description of a data source dict; ``short``: without grid size and seed."""
     if not source:
         return "unknown data"
     if source.get("kind") == "simulator":
         params = source.get("params", {})
         generator = source.get("generator")
+        seed = "" if short else f", seed {params.get('seed', 0)}"
         if generator == "apogee":
-            return f"APOGEE-like, {params.get('n_fingerprints', '?')} chemistries × {APOGEE_GRID_POINTS} Teff, log g, seed {params.get('seed', 0)}"
+            grid = "" if short else f" × {APOGEE_GRID_POINTS} Teff, log g"
+            return f"APOGEE-like, {params.get('n_fingerprints', '?')} chemistries{grid}{seed}"
         if generator == "rvs":
-            return f"RVS-like, {params.get('n_stars', '?')} stars, seed {params.get('seed', 0)}"
+            return f"RVS-like, {params.get('n_stars', '?')} stars{seed}"
         if generator == "payne":
             count = f", {params['n_fingerprints']} fingerprints" if params.get("n_fingerprints") else ""
-            return f"Payne emulator {Path(str(params.get('path', '?'))).name}{count}, seed {params.get('seed', 0)}"
+            return f"Payne emulator {Path(str(params.get('path', '?'))).name}{count}{seed}"
         return str(generator)
     if source.get("kind") == "file":
         return f"file {Path(source.get('path', '?')).name}"
@@ -118,8 +120,7 @@ def run_label(record: RunRecord) -> str:
     """A run as select boxes list it: id, mode and data, short enough to be read whole (the
     conditioning, grid and seed are in the caption beside the box)."""
     mode = MODE_TITLES.get(record.config.get("mode", ""), record.config.get("mode", ""))
-    data = source_label(record.data).split(" × ")[0].removesuffix(f", seed {record.data.get('params', {}).get('seed', 0)}")
-    return f"{record.id} · {mode} · {data}"
+    return f"{record.id} · {mode} · {source_label(record.data, short=True)}"
 
 
 def run_stamp(record: RunRecord) -> float:
