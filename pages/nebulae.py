@@ -72,18 +72,22 @@ with tabs[1]:
         st.caption(f"Data: gap {source['params']['gap']}, {source['params']['n_source']} nebulae per domain "
                    "(set on the Domain gap tab).")
         with st.form("neb_train"):
-            columns = st.columns(4)
+            columns = st.columns(5)
             mode = columns[0].selectbox("Model", list(logic.MODE_TITLES), format_func=logic.MODE_TITLES.get,
                                         key="neb_mode")
             sigma = columns[1].number_input("Noise injection σ [dex]", 0.0, 0.5, 0.1, 0.05, key="neb_sigma")
             epochs = columns[2].number_input("Epochs", 1, 200, 25, key="neb_epochs")
-            pair = columns[3].checkbox("Also train source-only (same σ)", value=True, key="neb_pair")
+            pair = columns[3].checkbox("Also train source-only (same σ, limits)", value=True, key="neb_pair")
+            limits = columns[4].checkbox("Models at the catalogue's detection limits", value=True, key="neb_limits",
+                                         help="Train on the models as the catalogue would record them: a line "
+                                              "below 3σ of a random observed nebula enters at its upper limit.")
             if st.form_submit_button("Train in the background"):
                 started = []
                 for chosen in [mode] + (["source_only"] if pair and mode == "dann" else []):
                     started.append(jobs.start_method_training(
-                        "dann", logic.train_arguments(source, chosen, sigma, int(epochs)), runs_root=root,
-                        label=f"{chosen} σ={sigma}"))
+                        "dann", logic.train_arguments(source, chosen, sigma, int(epochs), detection_limits=limits),
+                        runs_root=root,
+                        label=f"{chosen} σ={sigma}" + (", detection limits" if limits else "")))
                 st.session_state.neb_jobs = started
 
         @st.fragment(run_every=1.0)

@@ -14,7 +14,7 @@ from astropy.table import Table
 from ..data.dataset import DataError, Dataset
 from ..data.readers.catalogues import read_nebula_catalogue
 from ..data.simulators.nebulae import CLASSES, RATIO_TITLES
-from ..data.simulators.nebulae_observe import KNOBS, expected_class_balance
+from ..data.simulators.nebulae_observe import KNOBS
 from ..embeddings import project
 from ..methods.dann.baselines import kauffmann03, kewley01_nii, kewley01_oi, kewley01_sii
 from ..methods.dann.run import DannRun, nebula_dataset
@@ -48,16 +48,17 @@ def simulate(source: dict) -> Dataset:
     return nebula_dataset(source)
 
 
-def train_arguments(source: dict, mode: str, noise_sigma: float, epochs: int, seed: int = 0) -> list[str]:
-    """``astrocore train dann`` arguments (for jobs.start_method_training)."""
+def train_arguments(source: dict, mode: str, noise_sigma: float, epochs: int, seed: int = 0,
+                    detection_limits: bool = True) -> list[str]:
+    """``astrocore train dann`` arguments (for jobs.start_method_training). ``detection_limits``:
+    train on the models as the catalogue would record them (non-detections at their limits)."""
     params = source["params"]
     arguments = ["--data", "nebulae", "--n-source", params["n_source"], "--n-target", params["n_target"],
                  "--data-seed", params["seed"], "--gap", params["gap"], "--mode", mode,
-                 "--noise-sigma", noise_sigma, "--epochs", epochs, "--seed", seed]
+                 "--noise-sigma", noise_sigma, "--epochs", epochs, "--seed", seed,
+                 "--detection-limits", "target" if detection_limits else "none"]
     for knob in KNOBS:
         arguments += [f"--{knob}", params[knob]]
-    prior = expected_class_balance(params["gap"], params["balance"])
-    arguments += ["--set", f"target_prior=[{','.join(f'{v:.4f}' for v in prior)}]"]
     return [str(a) for a in arguments]
 
 
@@ -132,7 +133,8 @@ def comparison_table(records: list[RunRecord]) -> pd.DataFrame:
         target = record.metrics.get("target") or {}
         params = record.data.get("params", {})
         rows.append({"run": record.id, "model": MODE_TITLES.get(record.config.get("mode"), "?"),
-                     "noise σ [dex]": record.config.get("noise_sigma"), "gap": params.get("gap"),
+                     "noise σ [dex]": record.config.get("noise_sigma"),
+                     "detection limits": record.config.get("detection_limits", "none"), "gap": params.get("gap"),
                      "target accuracy": target.get("accuracy"), "macro-F1": target.get("macro_f1"),
                      **{f"recall {k}": v for k, v in (target.get("recall") or {}).items()},
                      "epoch kept": record.metrics.get("selected_epoch"),
@@ -159,9 +161,10 @@ def noise_sweep_figure(records: list[RunRecord]) -> go.Figure:
     table = comparison_table(records)
     figure = go.Figure()
     if len(table):
-        for model, group in table.groupby("model"):
+        for (model, limits), group in table.groupby(["model", "detection limits"]):
             means = group.groupby("noise σ [dex]")["target accuracy"].mean().sort_index()
-            figure.add_scatter(x=means.index, y=means.values, mode="lines+markers", name=model)
+            name = model if limits == "none" else f"{model}, at detection limits"
+            figure.add_scatter(x=means.index, y=means.values, mode="lines+markers", name=name)
     figure.update_layout(title="Noise injection: target accuracy vs σ", height=340, margin=dict(l=10, r=10, t=40, b=10))
     figure.update_xaxes(title="noise σ added to the model ratios [dex]")
     figure.update_yaxes(title="target accuracy", range=[0, 1])

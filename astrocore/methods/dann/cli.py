@@ -14,7 +14,7 @@ from ...data.simulators.nebulae_observe import KNOBS, expected_class_balance, si
 from ...training import TrainingCancelled
 from ..registry import load_run
 from .bench import bench_dann
-from .config import LAMBDA_SCHEDULES, MODES, PRESETS, SELECTIONS, DannConfig
+from .config import DETECTION_LIMITS, LAMBDA_SCHEDULES, MODES, PRESETS, SELECTIONS, DannConfig
 from .fit import fit
 from .run import nebula_dataset, source_from_dataset
 
@@ -49,7 +49,8 @@ def cmd_train(args) -> int:
         args.preset, mode=args.mode,
         **{k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "noise_sigma": args.noise_sigma,
                              "lambda_max": args.lambda_max, "lambda_schedule": args.lambda_schedule,
-                             "selection": args.selection}.items() if v is not None},
+                             "selection": args.selection, "detection_limits": args.detection_limits}.items()
+                           if v is not None},
         **settings)
     if args.data == "nebulae":
         source = {"kind": "simulator", "generator": "nebulae", "params": _simulation_params(args, args.data_seed)}
@@ -119,6 +120,8 @@ def add_commands(groups) -> None:
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--noise-sigma", type=float, default=None, help="noise injection into the source ratios [dex]")
     train.add_argument("--lambda-max", type=float, default=None)
+    train.add_argument("--detection-limits", choices=list(DETECTION_LIMITS), default=None,
+                       help="'target': train on the models at the catalogue's detection limits (preset default); 'none'")
     train.add_argument("--lambda-schedule", choices=list(LAMBDA_SCHEDULES), default=None)
     train.add_argument("--selection", choices=list(SELECTIONS), default=None,
                        help="which epoch to keep (a label-free validator, the source loss, or the last)")

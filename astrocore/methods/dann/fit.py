@@ -23,6 +23,7 @@ from ...data.simulators.nebulae import CLASSES
 from .config import DannConfig
 from .model import DannNetwork, lambda_at
 from .run import DannRun, source_from_dataset
+from .shift import bbse_prior, censor, detection_limits, em_prior, line_levels
 from .validation import pick, rank_correlations, validator_scores
 
 
@@ -72,27 +73,52 @@ class DannTask:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.config.seed + 5)
         self.source_prior = None  # class frequencies of the training rows (set by fit)
-        self.target_prior = None  # running mean of the target predictions
+        self.target_prior = None  # estimated target class balance (class_weighting="estimated")
+        self.prior_rows = None  # target rows (log ratios) the estimate reads
+        self.prior_source = None  # held-out source rows (log ratios as seen, classes): the confusion matrix
+        self.em_estimate = None  # the EM estimate, for comparison only
+        self.limits = None  # detection limits of the target rows (detection_limits="target")
+        self.rng = np.random.default_rng(self.config.seed + 11)
 
-    def _source_weights(self, y: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor | None:
-        """Per-row weights of the source rows in the domain loss (class_weighting="estimated")."""
+    def estimate_target_prior(self) -> None:
+        """BBSE estimate of the target class balance with the network as it is now (and EM's)."""
+        if self.prior_rows is None or self.prior_source is None or self.source_prior is None:
+            return
+        was_training = self.network.training
+        self.network.eval()
+        with torch.no_grad():
+            device = next(self.network.parameters()).device
+            probability = torch.softmax(self.network(self.prior_rows.to(device)), -1).cpu().numpy()
+            source_x, source_y = self.prior_source
+            source_predicted = self.network(source_x.to(device)).argmax(1).cpu().numpy()
+        self.network.train(was_training)
+        prior = bbse_prior(probability.argmax(1), source_predicted, source_y.numpy())
+        self.target_prior = torch.as_tensor(prior, dtype=torch.float32)
+        self.em_estimate = em_prior(probability, self.source_prior.numpy())
+
+    def _source_weights(self, y: torch.Tensor) -> torch.Tensor | None:
+        """Per-row weights p_target(y) / p_source(y) of the source rows in the domain loss."""
         if self.config.class_weighting == "none" or self.source_prior is None:
             return None
-        with torch.no_grad():
-            if self.config.class_weighting == "prior":
-                prior = torch.as_tensor(self.config.target_prior, dtype=torch.float32)
-                self.target_prior = prior / prior.sum()
-            else:
-                batch_prior = torch.softmax(target_logits, -1).mean(0).cpu()
-                self.target_prior = (batch_prior if self.target_prior is None
-                                     else 0.95 * self.target_prior + 0.05 * batch_prior)
-            ratio = (self.target_prior / self.source_prior).to(y.device)
-            weights = ratio[y]
-            return weights / weights.mean()
+        if self.config.class_weighting == "prior":
+            prior = torch.as_tensor(self.config.target_prior, dtype=torch.float32)
+            self.target_prior = prior / prior.sum()
+        if self.target_prior is None:  # "estimated", before the first estimate
+            return None
+        weights = (self.target_prior / self.source_prior).to(y.device)[y]
+        return weights / weights.mean()
+
+    def observe_source(self, x: torch.Tensor, levels: torch.Tensor | None) -> torch.Tensor:
+        """Source ratios as the target would record them: at a random target row's detection limits."""
+        if self.limits is None or levels is None:
+            return x
+        picked = self.limits[self.rng.integers(0, len(self.limits), len(levels))]
+        return torch.as_tensor(censor(levels.cpu().numpy(), picked, self.config.features)).to(x.device)
 
     def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
         network, config = self.network, self.config
         x, y = batch["x"], batch["y"]
+        x = self.observe_source(x, batch.get("levels"))
         if config.noise_sigma > 0:  # noise injection into the (source) training features, dex
             x = x + config.noise_sigma * torch.randn(x.shape, generator=self.generator).to(x.device)
         features = network.features(x)
@@ -104,7 +130,7 @@ class DannTask:
             target_features = network.features(self.target_x[pick_rows].to(x.device))
             logits = network.domain_logits(torch.cat([features, target_features]), strength)
             domain = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(x.device)
-            weights = self._source_weights(y, network.classifier(target_features))
+            weights = self._source_weights(y)
             if weights is not None:
                 weights = torch.cat([weights, torch.ones(len(x), device=x.device)])
             domain_loss = F.binary_cross_entropy_with_logits(logits, domain, weight=weights)
@@ -157,14 +183,30 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
         train_rows, val_rows = order[:cut], order[cut:]
     else:
         train_rows, val_rows = source_train, source_val
+    # The source rows as the catalogue would record them (one fixed draw of target detection
+    # limits: standardisation, validation, validators); training draws new limits every batch.
+    x_seen, levels, limits = x, None, None
+    if config.detection_limits == "target" and config.mode != "oracle":
+        limits = detection_limits(labels, target_pool)
+        levels = np.zeros((len(x), limits.shape[1]), np.float32)
+        source_rows = np.concatenate([source_train, source_val])
+        levels[source_rows] = line_levels(labels, source_rows)
+        x_seen = x.copy()
+        picked = limits[np.random.default_rng(config.seed + 13).integers(0, len(limits), len(source_rows))]
+        x_seen[source_rows] = censor(levels[source_rows], picked, config.features)
 
     network = DannNetwork(config)
     with torch.no_grad():
-        network.feature_mean.copy_(torch.as_tensor(x[train_rows].mean(0)))
-        network.feature_std.copy_(torch.as_tensor(np.maximum(x[train_rows].std(0), 1e-3)))
+        network.feature_mean.copy_(torch.as_tensor(x_seen[train_rows].mean(0)))
+        network.feature_std.copy_(torch.as_tensor(np.maximum(x_seen[train_rows].std(0), 1e-3)))
     steps_per_epoch = int(np.ceil(len(train_rows) / config.batch_size))
     task = DannTask(network, x[target_pool] if config.mode == "dann" else None, config.epochs * steps_per_epoch)
     task.source_prior = torch.as_tensor(np.bincount(y[train_rows], minlength=3) / len(train_rows), dtype=torch.float32)
+    task.limits = limits
+    if config.mode == "dann" and config.class_weighting == "estimated":
+        rows = np.random.default_rng(config.seed + 7).permutation(target_pool)[:4000]
+        task.prior_rows = torch.as_tensor(x[rows])
+        task.prior_source = (torch.as_tensor(x_seen[source_val]), torch.as_tensor(y[source_val]))
 
     folder = claim_run_folder(runs_root, run_id, "dann", config.mode, resume)
     run_id = folder.name
@@ -180,7 +222,12 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
     def report(step, total, metrics):
         if "seconds" in metrics:  # end of an epoch: score the checkpoint, keep its weights
             row = {"epoch": int(metrics["epoch"]), "val_loss": metrics.get("val_loss")}
-            row.update(validator_scores(network, x[source_val], y[source_val], x[validator_rows], config.seed))
+            row.update(validator_scores(network, x_seen[source_val], y[source_val], x[validator_rows], config.seed))
+            task.estimate_target_prior()  # for the next epoch's domain-loss weights
+            if task.target_prior is not None:
+                row["target_prior"] = [round(float(v), 4) for v in task.target_prior]
+            if task.em_estimate is not None:
+                row["target_prior_em"] = [round(float(v), 4) for v in task.em_estimate]
             with torch.no_grad():  # true target accuracy: for evaluating the validators only
                 predicted = network(torch.as_tensor(x[target_test])).argmax(1).numpy()
             row["target_accuracy"] = float((predicted == y[target_test]).mean())
@@ -199,8 +246,10 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        history = train(task, {"x": x[train_rows], "y": y[train_rows]},
-                        {"x": x[val_rows], "y": y[val_rows]} if len(val_rows) else None,
+        train_arrays = {"x": x_seen[train_rows], "y": y[train_rows]}
+        if levels is not None:
+            train_arrays["levels"] = levels[train_rows]
+        history = train(task, train_arrays, {"x": x_seen[val_rows], "y": y[val_rows]} if len(val_rows) else None,
                         settings, progress=report, checkpoint_dir=folder, resume=resume, should_stop=should_stop)
     except TrainingCancelled as error:
         record.status, record.message = "cancelled", str(error)
@@ -235,7 +284,11 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
         "device": str(pick_device(config.device)),
         "selected_epoch": None if chosen is None else checkpoints[chosen]["epoch"],
         "target": classification_metrics(y[target_test], predicted[target_test]),
-        "source_validation": classification_metrics(y[source_val], predicted[source_val]),
+        "source_validation": classification_metrics(y[source_val], run.predict_proba(x_seen[source_val]).argmax(1)),
+        "target_prior_estimate": (None if task.target_prior is None
+                                  else dict(zip(CLASSES, (float(v) for v in task.target_prior)))),
+        "target_prior_em": (None if task.em_estimate is None
+                            else dict(zip(CLASSES, (float(v) for v in task.em_estimate)))),
         "validators": None if chosen is None else {k: checkpoints[chosen][k] for k in checkpoints[chosen]
                                                     if k not in ("epoch",)},
         "validator_rank_correlation": rank_correlations(checkpoints),
