@@ -2,7 +2,9 @@
 
 Starts ``streamlit run app.py`` on a free port with an empty runs folder, as on a fresh clone,
 opens the Spectra page, checks that the shipped default model's Generate view appears without
-any training job, moves the Teff slider and checks that the plotted spectrum changed. (Training
+any training job, moves the Teff slider (inside the view's live component, an iframe) and checks
+that the plotted spectrum changed at once (decoded in the browser) and that the server followed
+(the true spectrum and the captions at the new values). (Training
 the default model when nothing is shipped is tested through AppTest in test_pages.py.) Screenshots go to tests/screenshots/ (git-ignored). The slider-to-redraw latency (median of
 20 key presses, each to a new Teff, from the keydown event to the first animation frame after the chart shows the new
 value) is printed and written to tests/screenshots/latency.json; it is not asserted on, because it
@@ -184,13 +186,40 @@ def _click_tab(driver, label: str) -> None:
     raise AssertionError(f"no tab {label!r}")
 
 
-def _teff_input(driver):
+def _live_frame(driver):
+    """The Generate view's live component (an iframe of astrocore.app.live), or None."""
     from selenium.webdriver.common.by import By
 
-    for slider in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSlider"]'):
-        if slider.text.startswith("Teff"):
-            return slider.find_element(By.CSS_SELECTOR, 'input[type="range"]')
-    raise AssertionError("no Teff slider on the page")
+    frames = driver.find_elements(By.CSS_SELECTOR, 'iframe[src*="/component/astrocore.app.live"]')
+    return frames[0] if frames else None
+
+
+def _in_live_frame(driver, script: str, *args):
+    """Run ``script`` inside the live component's iframe (None when there is none yet)."""
+    frame = _live_frame(driver)
+    if frame is None:
+        return None
+    driver.switch_to.frame(frame)
+    try:
+        return driver.execute_script(script, *args)
+    finally:
+        driver.switch_to.default_content()
+
+
+def _teff_input(driver):
+    """The Teff slider; leaves the driver inside the live component's iframe (switch back after)."""
+    from selenium.webdriver.common.by import By
+
+    driver.switch_to.default_content()
+    driver.switch_to.frame(_live_frame(driver))
+    return driver.find_element(By.CSS_SELECTOR, 'input[type="range"][aria-label^="Teff"]')
+
+
+FRESH = """
+const gd = document.getElementById('chart');
+return gd && gd.data ? gd.data.filter(t => t.name === 'True' || t.name === 'Gen. − true')
+                              .every(t => t.opacity === undefined || t.opacity === 1) : false;
+"""
 
 
 def test_slide_teff_in_a_real_browser(server, browser, capsys):
@@ -203,43 +232,53 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
     browser.get(server + "/spectra")  # a direct URL, as after a browser reload
     # The budget is 10 s on an idle machine (benchmarks/latency.py); CI may be busy, so the test
     # allows more and asserts that nothing was trained.
-    state = _wait(lambda: browser.execute_script(SPECTRUM_STATE), 60, poll=0.2)
+    state = _wait(lambda: _in_live_frame(browser, SPECTRUM_STATE), 60, poll=0.2)
     model_seconds = time.time() - started
     assert state, "the shipped default model's Generate view did not appear"
     assert not jobs.training_jobs(url_home[server] / "runs"), "a first visit must not start a training job"
+    decoder = _wait(lambda: _in_live_frame(browser, "return window.__astrocoreDecoderReady === true;"), 30, poll=0.2)
+    assert decoder, "the decoder did not load into the browser: " + str(_in_live_frame(
+        browser, "return document.querySelector('.note').textContent;"))
     time.sleep(1.0)
     _screenshot(browser, "02_generate.png")
 
     # Move the Teff slider and check the plotted spectrum changed.
-    before = browser.execute_script(SPECTRUM_STATE)
+    before = _in_live_frame(browser, SPECTRUM_STATE)
     teff = _teff_input(browser)
-    for _ in range(30):  # about +300 K (keys pressed during a redraw may coalesce)
+    for _ in range(30):  # about +300 K
         teff.send_keys(Keys.ARROW_RIGHT)
         time.sleep(0.05)
+    browser.switch_to.default_content()
 
     def chart_follows_slider():
         # Read the slider each time: key presses still queued when the loop ends move it further.
         shown = float(_teff_input(browser).get_attribute("value"))
         chart = browser.execute_script(SPECTRUM_STATE)
+        browser.switch_to.default_content()
         return chart if chart and chart["values"]["teff"] == shown else None
 
     after = _wait(chart_follows_slider, 30, poll=0.2)
-    assert after, (f"the chart did not follow the slider ({_teff_input(browser).get_attribute('value')}): "
-                   f"{browser.execute_script(SPECTRUM_STATE)}")
+    assert after, f"the chart did not follow the slider: {_in_live_frame(browser, SPECTRUM_STATE)}"
     assert after["values"]["teff"] > before["values"]["teff"] + 100
     assert after["signature"] != before["signature"], "the generated spectrum did not change"
+    # The server follows once the slider rests: the true spectrum (no longer greyed) and the captions.
+    caption = f"at Teff {after['values']['teff']:g}"
+    settled = _wait(lambda: caption in browser.find_element(By.TAG_NAME, "body").text
+                    and _in_live_frame(browser, FRESH), 30, poll=0.3)
+    assert settled, f"the server did not follow the slider to {caption}"
     time.sleep(0.5)
     _screenshot(browser, "03_after_teff_move.png")
 
     # Slider-to-redraw latency: median of 20 single steps, always to a new value (nothing cached).
-    browser.execute_script("window.__keydown = null;"
-                           "document.addEventListener('keydown', () => { window.__keydown = performance.now(); }, true);")
+    _in_live_frame(browser, "window.__keydown = null;"
+                   "document.addEventListener('keydown', () => { window.__keydown = performance.now(); }, true);")
     timings = []
     for move in range(20):
-        current = browser.execute_script(SPECTRUM_STATE)["values"]["teff"]
-        browser.execute_script("window.__keydown = null;")
+        current = _in_live_frame(browser, SPECTRUM_STATE)["values"]["teff"]
+        _in_live_frame(browser, "window.__keydown = null;")
         _teff_input(browser).send_keys(Keys.ARROW_RIGHT)
         result = browser.execute_async_script(WAIT_FOR_REDRAW, current)
+        browser.switch_to.default_content()
         assert result, f"no redraw after move {move}"
         timings.append(result["ms"])
         time.sleep(0.25)
@@ -257,8 +296,12 @@ def test_slide_teff_in_a_real_browser(server, browser, capsys):
 
     # Extrapolation is flagged on the page.
     _teff_input(browser).send_keys(Keys.END)  # the top of the slider: beyond the training range
-    flagged = _wait(lambda: "Extrapolation" in browser.find_element(By.TAG_NAME, "body").text, 20, poll=0.3)
-    assert flagged
+    browser.switch_to.default_content()
+    flagged = _wait(lambda: _in_live_frame(
+        browser, "const w = document.querySelector('.warning'); return w && !w.hidden ? w.textContent : null;"),
+        20, poll=0.3)
+    assert flagged and "Extrapolation" in flagged and "outside the training range" in flagged
+    assert "extrapolation" in _in_live_frame(browser, SPECTRUM_STATE)["title"]
     _screenshot(browser, "04_extrapolation.png")
 
     # The other tabs and pages render without errors.

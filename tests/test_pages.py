@@ -4,14 +4,18 @@ The tests share one runs folder and run in file order: the first visit of the Sp
 the tiny default model (a few fingerprints, two epochs: set through ASTROCORE_DEFAULT_* variables),
 later tests use it.
 """
+import base64
 import json
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from astrocore import jobs
 from astrocore.app import common as app_common
+from astrocore.data.cache import cache_dir
 from astrocore.runs import RunRecord, list_runs, runs_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +55,25 @@ def open_page(page: str | None = None, tab: str | None = None, **state) -> AppTe
 
 
 def chart_specs(at: AppTest) -> list[dict]:
-    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+    """Streamlit's plotly charts, then the figures drawn by live components (the Generate view)."""
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")] + [
+        args["figure"] for args in live_args(at) if "figure" in args]
+
+
+def live_args(at: AppTest, kind: str | None = None) -> list[dict]:
+    """The JSON arguments of the live components (astrocore.app.live) on the page."""
+    found = [json.loads(element.proto.json_args) for element in at.get("component_instance")]
+    return [args for args in found if kind is None or args.get("kind") == kind]
+
+
+def move_live_sliders(at: AppTest, **values) -> AppTest:
+    """What the Generate view's component reports when its sliders rest at ``values``."""
+    args = live_args(at, "generate")[0]
+    report = at.session_state["live_generate"] if "live_generate" in at.session_state else None
+    seq = (report or {}).get("seq", 0) + 1
+    at.session_state["live_generate"] = {"id": "apptest", "seq": seq, "star": args["star"],
+                                         "values": {**args["values"], **values}}
+    return at.run()
 
 
 def axis_title(spec: dict) -> str | None:
@@ -107,28 +129,58 @@ def test_first_visit_trains_the_default_model_in_the_background():
     status = jobs.wait(default_folder(), timeout=TIMEOUT)
     assert status["state"] == "done", status
     at = open_page("pages/spectra.py")
-    labels = [slider.label for slider in at.slider]
+    generate = live_args(at, "generate")
+    assert len(generate) == 1, "the Generate view is the live component"
+    labels = [spec["title"] for spec in generate[0]["specs"]]
     assert "Teff [K]" in labels and "log g [dex]" in labels
     assert at.selectbox(key="model_pick").value == app_common.default_model_settings()["run_id"]
 
 
 def test_moving_the_teff_slider_redraws_the_spectrum(default_model):
     at = open_page("pages/spectra.py")
+    args = live_args(at, "generate")[0]
     before = spectrum_meta(at)
-    generated_before = next(t for t in chart_specs(at)[-1]["data"] if t["name"] == "Generated")["y"]
-    slider = at.slider(key="cp_teff")
-    slider.set_value(slider.value + 200).run()
+    assert args["values"] == before["values"]
+    # What the browser needs to redraw a move by itself: the decoder file, the star's latent, the
+    # pixel of every plotted point of the generated trace, the sliders in physical units.
+    decoder = cache_dir().glob(f"live/*/{args['decoder_url']}")
+    assert next(decoder).read_bytes()[:4] == b"ACD1"
+    generated = next(t for t in args["figure"]["data"] if t["name"] == "Generated")
+    assert len(args["pixels"]) == len(decoded(generated["y"]))
+    assert len(args["latent"]) == json.loads(default_folder().joinpath("run.json").read_text())["config"]["latent_dim"]
+    teff = next(spec for spec in args["specs"] if spec["name"] == "teff")
+    assert teff["unit"] == "K" and teff["low"] < teff["train_low"] < teff["train_high"] < teff["high"]
+    generated_before = decoded(generated["y"])
+    # The component reports where its sliders rest: the server draws the true spectrum, captions and
+    # downloads there.
+    move_live_sliders(at, teff=before["values"]["teff"] + 200)
     assert not at.exception
     after = spectrum_meta(at)
     assert after["values"]["teff"] == pytest.approx(before["values"]["teff"] + 200)
-    generated_after = next(t for t in chart_specs(at)[-1]["data"] if t["name"] == "Generated")["y"]
-    assert generated_after != generated_before
-    # Beyond the training range: allowed, and flagged.
-    slider.set_value(slider.max).run()
-    assert "Extrapolation" in texts(at.warning)
+    assert at.session_state["cp_teff"] == pytest.approx(before["values"]["teff"] + 200)  # the grid section's value
+    generated_after = decoded(next(t for t in chart_specs(at)[-1]["data"] if t["name"] == "Generated")["y"])
+    assert not np.allclose(generated_after, generated_before)
+    assert f"Teff {before['values']['teff'] + 200:g}" in texts(at.caption)
+    # A report seen once is not applied again (the values stay where the server put them).
+    assert live_args(at, "generate")[0]["values"]["teff"] == pytest.approx(before["values"]["teff"] + 200)
+    # Beyond the training range: allowed, and flagged on the figure.
+    move_live_sliders(at, teff=teff["high"])
+    assert "extrapolation" in spectrum_meta_title(at)
+    # A report about another star is ignored.
+    stale = dict(at.session_state["live_generate"], seq=99, star="another star", values={"teff": 3000.0, "logg": 1.0})
+    at.session_state["live_generate"] = stale
+    at.run()
+    assert live_args(at, "generate")[0]["values"]["teff"] == pytest.approx(teff["high"])
     # Zoom presets and the traces shown.
     at.selectbox(key="zoom").set_value("Full range").run()
     assert not at.exception
+
+
+def decoded(array) -> np.ndarray:
+    """A plotly JSON array (a list, or base64 typed {"dtype", "bdata"}) as numpy."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.asarray(array, dtype=float)
 
 
 def test_latent_editor_and_star_picker(default_model):

@@ -235,13 +235,16 @@ def decimation_index(fluxes, max_points: int = DISPLAY_POINTS, keep=()) -> np.nd
     return index[(index >= 0) & (index < n)]
 
 
-def gapped(wavelength: np.ndarray, *fluxes, max_points: int | None = None):
+def gapped(wavelength: np.ndarray, *fluxes, max_points: int | None = None, pixels: bool = False):
     """float32 copies with NaN inserted at detector gaps (steps > 5x the median), so lines do not
     bridge the APOGEE chip gaps. With ``max_points`` a longer spectrum is decimated first (see
-    :func:`decimation_index`: each bin's minimum and maximum are kept; the gaps are those of the full grid)."""
+    :func:`decimation_index`: each bin's minimum and maximum are kept; the gaps are those of the full grid).
+    With ``pixels`` also returns, third, the pixel number of each output point (-1 at the gaps), which
+    is how the browser's own decoder fills a trace drawn from these points (``astrocore.app.live``)."""
     wavelength = np.asarray(wavelength, dtype=np.float64)
     step = np.diff(wavelength)
     gaps = np.flatnonzero(step > 5 * np.median(step)) + 1 if step.size > 2 else np.array([], int)
+    index = np.arange(len(wavelength))
     if max_points and len(wavelength) > max_points:
         index = decimation_index(fluxes, max_points, keep=np.concatenate([gaps, gaps - 1]))
         wavelength = wavelength[index]
@@ -250,6 +253,8 @@ def gapped(wavelength: np.ndarray, *fluxes, max_points: int | None = None):
     out_wl = np.insert(wavelength, gaps, np.nan).astype(np.float32)
     out = [None if f is None else np.insert(np.asarray(f, dtype=np.float64), gaps, np.nan).astype(np.float32)
            for f in fluxes]
+    if pixels:
+        return out_wl, out, np.insert(index, gaps, -1).astype(np.int32)
     return out_wl, out
 
 
@@ -298,23 +303,9 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
     with ``decimate`` a longer stretch is sent as about :data:`DISPLAY_POINTS` points per trace
     (each bin's minimum and maximum, so no line loses its depth).
     """
-    wavelength = np.asarray(wavelength, dtype=np.float64)
+    wavelength, traces, residuals, names, residual_names, wl, fluxes, _ = _display_points(
+        wavelength, traces, residuals, xrange, crop, decimate)
     xrange = xrange or (float(wavelength[0]), float(wavelength[-1]))
-    if crop and (xrange[0] > wavelength[0] or xrange[1] < wavelength[-1]):
-        pad = max(xrange[1] - xrange[0], 20.0)
-        keep = (wavelength >= xrange[0] - pad) & (wavelength <= xrange[1] + pad)
-        if keep.sum() >= 2:
-            wavelength = wavelength[keep]
-            traces = {name: None if flux is None else np.asarray(flux)[keep] for name, flux in traces.items()}
-            residuals = {name: None if flux is None else np.asarray(flux)[keep]
-                         for name, flux in (residuals or {}).items()}
-    names = [name for name, flux in traces.items() if flux is not None]
-    residual_names = [name for name, flux in (residuals or {}).items() if flux is not None]
-    # A wide view (e.g. APOGEE's full 7214 pixels) is sent decimated: each bin's extremes of every
-    # trace, about DISPLAY_POINTS points a trace (a 1000-px chart cannot show more); a zoom preset
-    # crops to the window above and is sent at full resolution.
-    wl, fluxes = gapped(wavelength, *[traces[n] for n in names], *[residuals[n] for n in residual_names],
-                        max_points=DISPLAY_POINTS if decimate else None)
     data = []
     for name, flux in zip(names, fluxes[:len(names)]):
         style = _style(name, extrapolation)
@@ -370,6 +361,39 @@ def spectrum_figure(wavelength, traces: dict[str, np.ndarray | None], residuals:
     # Built from plain dicts whose keys are fixed above: skipping plotly's per-property validation
     # saves ~10 ms per slider move (a third of the server time).
     return plain_ticks(go.Figure(data=data, layout=layout, _validate=False))
+
+
+def _display_points(wavelength, traces, residuals, xrange, crop: bool, decimate: bool):
+    """What :func:`spectrum_figure` sends: the pixels around ``xrange`` (with ``crop``), decimated
+    (with ``decimate``) and gapped; also the pixel number of every point (-1 at gaps)."""
+    wavelength = np.asarray(wavelength, dtype=np.float64)
+    xrange = xrange or (float(wavelength[0]), float(wavelength[-1]))
+    first = 0
+    if crop and (xrange[0] > wavelength[0] or xrange[1] < wavelength[-1]):
+        pad = max(xrange[1] - xrange[0], 20.0)
+        keep = (wavelength >= xrange[0] - pad) & (wavelength <= xrange[1] + pad)
+        if keep.sum() >= 2:
+            first = int(np.flatnonzero(keep)[0])  # the wavelengths are sorted: the kept pixels are one run
+            wavelength = wavelength[keep]
+            traces = {name: None if flux is None else np.asarray(flux)[keep] for name, flux in traces.items()}
+            residuals = {name: None if flux is None else np.asarray(flux)[keep]
+                         for name, flux in (residuals or {}).items()}
+    names = [name for name, flux in traces.items() if flux is not None]
+    residual_names = [name for name, flux in (residuals or {}).items() if flux is not None]
+    # A wide view (e.g. APOGEE's full 7214 pixels) is sent decimated: each bin's extremes of every
+    # trace, about DISPLAY_POINTS points a trace (a 1000-px chart cannot show more); a zoom preset
+    # crops to the window above and is sent at full resolution.
+    wl, fluxes, pixels = gapped(wavelength, *[traces[n] for n in names], *[residuals[n] for n in residual_names],
+                                max_points=DISPLAY_POINTS if decimate else None, pixels=True)
+    pixels = np.where(pixels >= 0, pixels + first, -1).astype(np.int32)
+    return wavelength, traces, residuals, names, residual_names, wl, fluxes, pixels
+
+
+def spectrum_pixels(wavelength, traces: dict[str, np.ndarray | None], residuals: dict[str, np.ndarray] | None = None,
+                    xrange: tuple[float, float] | None = None, crop: bool = True, decimate: bool = True) -> np.ndarray:
+    """The pixel number (of the full spectrum) of every point :func:`spectrum_figure` draws for these
+    arguments, -1 at detector gaps: a trace recomputed in the browser is ``flux[pixels]``."""
+    return _display_points(wavelength, traces, residuals, xrange, crop, decimate)[-1]
 
 
 def _style(name: str, extrapolation: bool = False) -> dict:

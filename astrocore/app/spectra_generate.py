@@ -5,12 +5,13 @@ import streamlit as st
 
 from ..data.dataset import LABEL_TITLES, DataError
 from . import common as app_common
+from . import live, live_decoder
 from . import plots
 from . import spectra as app_spectra
 from . import uploads
 from .spectra_state import (SHOW, clicked_star, get_dataset, get_renderer, get_run, hover_texts, latent_limits,
                             pca_coordinates, reset_star_state, star_latent, true_flux)
-from .widgets import conditional_sliders
+from .widgets import EXTRAPOLATION_NOTE, conditional_sliders
 
 
 # ---------------------------------------------------------------------------- Generate
@@ -94,34 +95,32 @@ def generate_tab(run, record, default_settings: dict | None = None) -> None:
 @st.fragment
 def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, zoom: str, shown: tuple,
                       use_edit: bool) -> None:
-    """Only the sliders and what they redraw live here, so a slider move reruns as little as possible."""
+    """Only the sliders and what they redraw live here, so a slider move reruns as little as possible.
+
+    The sliders and the chart are one live component (:mod:`astrocore.app.live`): a move is decoded
+    and drawn in the browser, and its values come back here once the slider rests, for the true
+    spectrum, the captions and the downloads. A decoder the browser cannot evaluate keeps Streamlit's
+    sliders and chart (each move a rerun), with a note."""
     run = get_run(run_path, stamp)
     dataset = get_dataset(source_json)
     star_values = app_spectra.star_conditionals(run, dataset.labels, star)
-    controls, chart = st.columns([1, 3], gap="medium")
-    values = conditional_sliders(run.training_range, star_values, key="cp_", star=f"{star}@{source_json}",
-                                 controls=controls, warnings=chart)
-    presets = plots.zoom_presets(run.wavelength)
-    edited = None
-    if use_edit:
-        base_latent = star_latent(run_path, stamp, source_json, star)
-        low, high = latent_limits(run_path, stamp)
-        with st.container(border=True):
-            header = st.columns([4, 1])
-            header[0].markdown("**Latent dimensions** — the star's own values to start with")
-            if header[1].button("Reset z", icon=":material/restart_alt:", width="stretch"):
-                for i in range(len(base_latent)):
-                    st.session_state.pop(f"z_{i}", None)
-                st.rerun(scope="fragment")
-            columns = st.columns(min(len(base_latent), 8))
-            edited = []
-            for i, value in enumerate(base_latent):
-                key = f"z_{i}"
-                if key not in st.session_state:
-                    st.session_state[key] = round(float(min(max(value, low[i]), high[i])), 3)
-                edited.append(columns[i % len(columns)].slider(f"z{i}", round(float(low[i]), 3),
-                                                               round(float(high[i]), 3), key=key, step=0.01,
-                                                               format="%.2f"))
+    star_key = f"{star}@{source_json}@{run_path}"
+    try:
+        url = live.decoder_url(run_path, stamp, str(live.served_dir()), getattr(run, "model", None))
+        unsupported = None
+    except live_decoder.UnsupportedDecoder as error:
+        url, unsupported = None, str(error)
+    specs = app_spectra.slider_specs(run.training_range)
+    edited = latent_editor(run_path, stamp, source_json, star) if use_edit else None
+    if url is not None:
+        values = live.settled_values(st.session_state, "cp_", specs, star_values, star_key,
+                                     st.session_state.get(live.GENERATE_KEY))
+        chart = st.container()
+    else:
+        controls, chart = st.columns([1, 3], gap="medium")
+        values = conditional_sliders(run.training_range, star_values, key="cp_", star=star_key,
+                                     controls=controls, warnings=chart)
+        controls.caption(f"Each move is decoded on the server: {unsupported}.")
     base_latent = star_latent(run_path, stamp, source_json, star)
     view = app_spectra.star_view(run, dataset, star, values, latent=edited, base_latent=base_latent)
     truth = None
@@ -139,24 +138,35 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
         residuals["Gen. − true"] = view.generated - truth
     elif "Reconstruction" in shown:
         residuals["Recon. − orig."] = view.reconstruction - view.original
-    observed = ", ".join(f"{LABEL_TITLES.get(k, k).split(' [')[0]} {v:g}" for k, v in star_values.items())
-    target = ", ".join(f"{LABEL_TITLES.get(k, k).split(' [')[0]} {v:g}" for k, v in values.items())
+    short = lambda name: LABEL_TITLES.get(name, name).split(" [")[0]  # noqa: E731
+    observed = ", ".join(f"{short(k)} {v:g}" for k, v in star_values.items())
+    target = ", ".join(f"{short(k)} {v:g}" for k, v in values.items())
     star_id = dataset.labels["id"][star] if "id" in dataset.labels.colnames else star
-    title = f"Star {star_id} (observed at {observed}) → generated at <b>{target}</b>"
-    if edited is not None:
-        title += " · edited latent"
-    figure = plots.spectrum_figure(run.wavelength, traces, residuals, xrange=presets[zoom], title=title,
+    prefix, suffix = f"Star {star_id} (observed at {observed}) → generated at ", " · edited latent" if edited is not None else ""
+    xrange = plots.zoom_presets(run.wavelength)[zoom]
+    figure = plots.spectrum_figure(run.wavelength, traces, residuals, xrange=xrange, title=f"{prefix}<b>{target}</b>{suffix}",
                                    extrapolation=view.extrapolation, meta={"values": values, "star": star},
                                    uirevision=f"{zoom}")
     with chart:
-        st.plotly_chart(figure, key="spectrum_chart", config=plots.PLOTLY_CONFIG, theme=None)
+        if url is not None:
+            live.live_component(
+                "generate", key=live.GENERATE_KEY, height=620, figure=live.figure_json(figure),
+                pixels=plots.spectrum_pixels(run.wavelength, traces, residuals, xrange=xrange).tolist(),
+                specs=live.slider_args(specs, star_values), values=values, star=star_key,
+                own_snapped={s.name: app_spectra.snap(star_values[s.name], s) for s in specs},
+                latent=[float(v) for v in (base_latent if edited is None else edited)], decoder_url=url,
+                generated_name="Generated", stale=["True", "Gen. − true"], title_prefix=prefix, title_suffix=suffix,
+                colors={"generated": plots.COLORS["generated"], "extrapolation": plots.COLORS["extrapolation"]},
+                extrapolation_note=EXTRAPOLATION_NOTE, config=plots.PLOTLY_CONFIG)
+        else:
+            st.plotly_chart(figure, key="spectrum_chart", config=plots.PLOTLY_CONFIG, theme=None)
         notes = []
         if truth is not None:
             notes.append(f"RMS(generated − true) = {app_spectra.rms(view.generated, truth):.4f}")
         notes.append(f"RMS(reconstruction − original) = {app_spectra.rms(view.reconstruction, view.original):.4f}")
         if get_renderer(source_json) is None:
             notes.append("no true spectrum: these data have no simulator behind them")
-        st.caption(" · ".join(notes) + " (flux units)")
+        st.caption(" · ".join(notes) + " (flux units)" + (f" · at {target}" if url is not None else ""))
         downloads = st.columns(2)
         stem = app_spectra.export_name(run.id, f"star{star}-" + "-".join(f"{k}{v:g}" for k, v in values.items()), "")[:-1]
         single = lambda: app_spectra.single_spectrum_dataset(run, view, dataset)  # noqa: E731
@@ -166,6 +176,30 @@ def generate_fragment(run_path: str, stamp: float, source_json: str, star: int, 
         downloads[1].download_button("Generated spectrum · CSV", data=lambda: app_spectra.csv_bytes(single()),
                                      file_name=f"{stem}.csv", mime="text/csv", on_click="ignore",
                                      icon=":material/download:", width="stretch")
+
+
+def latent_editor(run_path: str, stamp: float, source_json: str, star: int) -> list[float]:
+    """One Streamlit slider per latent dimension (each move a rerun; the live chart decodes the
+    edited latent in the browser from then on)."""
+    base_latent = star_latent(run_path, stamp, source_json, star)
+    low, high = latent_limits(run_path, stamp)
+    with st.container(border=True):
+        header = st.columns([4, 1])
+        header[0].markdown("**Latent dimensions** — the star's own values to start with")
+        if header[1].button("Reset z", icon=":material/restart_alt:", width="stretch"):
+            for i in range(len(base_latent)):
+                st.session_state.pop(f"z_{i}", None)
+            st.rerun(scope="fragment")
+        columns = st.columns(min(len(base_latent), 8))
+        edited = []
+        for i, value in enumerate(base_latent):
+            key = f"z_{i}"
+            if key not in st.session_state:
+                st.session_state[key] = round(float(min(max(value, low[i]), high[i])), 3)
+            edited.append(columns[i % len(columns)].slider(f"z{i}", round(float(low[i]), 3),
+                                                           round(float(high[i]), 3), key=key, step=0.01,
+                                                           format="%.2f"))
+    return edited
 
 
 def grid_section(run, dataset, star: int) -> None:
