@@ -151,3 +151,62 @@ def test_random_label_payne_set_has_no_twins(shared_data):
     assert PAYNE_RANDOM_RANGES["logg"][0] <= logg.min() and logg.max() <= PAYNE_RANDOM_RANGES["logg"][1]
     assert len(np.unique(np.round(teff, 3))) == 30  # not gridded: every star at its own Teff
     assert source["params"]["n_random"] == 30  # rebuildable from the run's record
+
+
+def test_chosen_latent_is_the_best_reconstruction_among_the_unleaky():
+    from astrocore.methods.disentangle.choose_latent import chosen_index
+
+    scores = [{"latent_dim": 4, "max_leakage": 0.05, "val_recon_mse": 3e-5},
+              {"latent_dim": 8, "max_leakage": 0.12, "val_recon_mse": 1e-5},
+              {"latent_dim": 12, "max_leakage": 0.40, "val_recon_mse": 5e-6}]
+    assert chosen_index(scores, 0.15) == 1  # 12 reconstructs best but reads Teff
+    assert chosen_index(scores, 0.5) == 2
+    assert chosen_index(scores, 0.01) == 0  # none is below: the least leaky
+    with pytest.raises(ValueError, match="latent_candidates"):
+        DisentanglerConfig(latent_candidates=(4, 4))
+    with pytest.raises(ValueError, match="val_fraction"):
+        DisentanglerConfig(latent_candidates=(2, 4), val_fraction=0.0)
+
+
+def test_latent_size_chosen_on_validation_and_resumed(toy_dataset, tmp_path):
+    from astrocore.methods.disentangle import fit_run
+    from astrocore.methods.disentangle.choose_latent import CANDIDATES_FOLDER, chosen_index
+    from astrocore.runs import RunRecord
+    from astrocore.training import TrainingCancelled
+
+    survey = without_fingerprints(toy_dataset)
+    config = DisentanglerConfig.preset("fast-no-twins", batch_size=32, latent_candidates=(2, 3), **TINY)
+    polls = iter(range(10**6))
+    # Cancelled inside the second candidate; the resume keeps the first one as it was.
+    first_batches = -(-int(0.6 * len(survey)) // 32) * config.epochs
+    with pytest.raises(TrainingCancelled):
+        fit_run(survey, config, runs_root=tmp_path, run_id="chosen",
+                should_stop=lambda: next(polls) >= first_batches + 2)
+    assert RunRecord.read(tmp_path / "chosen").status == "cancelled"
+    first = tmp_path / "chosen" / CANDIDATES_FOLDER / "z2"
+    assert RunRecord.read(first).status == "done"
+    first_weights = (first / "weights.safetensors").read_bytes()
+    run = fit_run(survey, config, runs_root=tmp_path, run_id="chosen", resume=True)
+    assert (first / "weights.safetensors").read_bytes() == first_weights
+
+    choice = run.record.metrics["latent_choice"]
+    assert [c["latent_dim"] for c in choice["candidates"]] == [2, 3]
+    for candidate in choice["candidates"]:
+        assert set(candidate["leakage"]) == {"teff", "logg"} and candidate["val_recon_mse"] > 0
+    kept = [2, 3][chosen_index(choice["candidates"], config.max_leakage)]
+    assert choice["kept"] == kept and run.config.latent_dim == kept
+    assert run.config.latent_candidates == (2, 3)
+    # The kept run is the chosen candidate's model, loadable on its own.
+    reloaded = load_run(run.path)
+    candidate = load_run(tmp_path / "chosen" / CANDIDATES_FOLDER / f"z{kept}")
+    cp = survey.label_array(("teff", "logg"))[:4]
+    np.testing.assert_allclose(reloaded.encode(survey.spectra[:4], cp), candidate.encode(survey.spectra[:4], cp),
+                               atol=1e-6)
+    assert reloaded.encode(survey.spectra[:4], cp).shape == (4, kept)
+    # The Evaluate tab's table of the choice, with astronomers' names.
+    from astrocore.app.spectra_evaluate import latent_choice_table
+
+    table = latent_choice_table(run.record)
+    assert list(table["Latent dimensions"]) == [2, 3] and table["Kept"].sum() == 1
+    assert "Teff [K] R² (validation)" in table.columns or any(c.startswith("Teff") for c in table.columns)
+    assert latent_choice_table(candidate.record) is None

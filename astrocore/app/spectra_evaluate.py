@@ -1,6 +1,7 @@
 """The Spectra page's Evaluate tab: probes against the paper, twins, reconstruction by Teff and
 the embedding of the run."""
 
+import pandas as pd
 import streamlit as st
 
 from .. import jobs
@@ -76,6 +77,15 @@ def evaluate_tab(run, record, default_settings: dict | None = None) -> None:
             st.dataframe(twins, hide_index=True, column_config={
                 app_spectra.TWINS_COLUMN: st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f")})
         st.dataframe(app_spectra.evaluation_metrics_table(evaluated), hide_index=True, width="stretch")
+        for rid in chosen:
+            choice = latent_choice_table(by_id[rid])
+            if choice is not None:
+                st.markdown(f"#### Latent size of {rid}: chosen on the validation split")
+                st.caption("One model per candidate size. Kept: the best validation reconstruction among the sizes "
+                           "whose latent reads each conditional parameter at validation R² ≤ "
+                           f"{by_id[rid].metrics['latent_choice']['max_leakage']:g} (MLP or k-NN probe, whichever "
+                           "reads more). The test stars play no part in the choice.")
+                st.dataframe(choice, hide_index=True, width="stretch")
         by_parameter = app_spectra.recon_by_parameter_table(evaluated)
         if not by_parameter.empty:
             title = label_title(by_parameter["parameter"].iloc[0])
@@ -142,3 +152,20 @@ def embedding_section(run, record) -> None:
         st.session_state.star_dataset = source_json
         st.toast(f"Selected {app_common.describe_object(dataset.labels, picked)} — open **Generate** to slide it.")
     st.caption("Click a point to select that star for the Generate tab.")
+
+
+def latent_choice_table(record) -> pd.DataFrame | None:
+    """The candidates of a run whose latent size was chosen on validation (``metrics["latent_choice"]``):
+    size, validation R^2 of each conditional parameter read from the latent, validation
+    reconstruction MSE (continuum-normalised flux squared) and which was kept; None for other runs."""
+    choice = (record.metrics or {}).get("latent_choice")
+    if not choice:
+        return None
+    rows = []
+    for candidate in choice["candidates"]:
+        row = {"Latent dimensions": candidate["latent_dim"]}
+        row.update({f"{label_title(name)} R² (validation)": value for name, value in candidate["leakage"].items()})
+        row["Reconstruction MSE (validation)"] = candidate["val_recon_mse"]
+        row["Kept"] = candidate["latent_dim"] == choice["kept"]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -8,19 +8,20 @@ encode, decode, generate), ``emulator.py`` (the label-decoder reference), ``eval
 ``bench.py``, ``cli.py``.
 """
 from ..spec import MethodSpec
+from .choose_latent import fit_run
 from .cli import add_commands
 from .config import MODES, DisentanglerConfig
 from .evaluate import evaluate_run
 from .fit import fit
 from .run import DisentanglerRun
 
-__all__ = ["DisentanglerConfig", "DisentanglerRun", "MODES", "fit", "SPEC"]
+__all__ = ["DisentanglerConfig", "DisentanglerRun", "MODES", "fit", "fit_run", "SPEC"]
 
 SPEC = MethodSpec(
     name="disentangle",
     title="Disentangling (GANDALF)",
     config_class=DisentanglerConfig,
-    fit=fit,
+    fit=fit_run,
     run_class=DisentanglerRun,
     representations={"z": "latent z", "X": "input spectra X", "h": "encoder features h"},
     default_representation="z",

@@ -14,7 +14,7 @@ from ...data import dataset_from_source, load_source, renderer_for
 from ...evaluation import MAX_KNN_OBJECTS, PROBE_KEYS, PROBE_LABELS, representation_scores, split_index
 from .evaluate import evaluate_disentangler
 from .config import MODES, DisentanglerConfig, preset_for_data
-from .fit import fit
+from .choose_latent import fit_run
 from .emulator import EmulatorConfig, emulation_mse, estimated_label_mse, label_columns
 
 # What the bench keeps of each run's evaluation, per mode.
@@ -119,7 +119,7 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
             overrides.update(latent_dim=25, latent_activation="none", twin_weight=0.0)
         config = DisentanglerConfig.preset(preset, mode=mode, conditional=conditional, **overrides)
         started = time.perf_counter()
-        run = fit(dataset, config, runs_root=runs_root, data_source=source)
+        run = fit_run(dataset, config, runs_root=runs_root, data_source=source)
         result["train_s"][mode] = round(time.perf_counter() - started, 2)
         result.setdefault("twins", {})[mode] = run.record.metrics["twins"]
         metrics = evaluate_disentangler(run, dataset, render=render)
@@ -227,7 +227,7 @@ def sweep_disentangle(preset: str = "fast", points=None, runs_root=None, progres
         config = DisentanglerConfig.preset(preset, mode="mdat", conditional=conditional,
                                            **{**grid_overrides, **overrides})
         started = time.perf_counter()
-        run = fit(dataset, config, runs_root=root, data_source=source)
+        run = fit_run(dataset, config, runs_root=root, data_source=source)
         metrics = evaluate_disentangler(run, dataset, render=render)
         point = {"lambda": config.lambdas[0], "adversary_steps": config.adversary_steps,
                  "twin_weight": config.twin_weight, "twin_latent_factor": config.twin_latent_factor,

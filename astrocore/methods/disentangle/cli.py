@@ -10,7 +10,7 @@ from ...data import load_source
 from ...training import TrainingCancelled
 from .bench import bench_disentangle, sweep_disentangle
 from .config import MODES, PRESETS, DisentanglerConfig, preset_for_data
-from .fit import fit
+from .choose_latent import fit_run
 
 
 def cmd_train(args) -> int:
@@ -31,7 +31,7 @@ def cmd_train(args) -> int:
     bar, update = progress_bar(f"disentangle {config.mode}")
     stop_file = Path(args.out) / args.run_id / "CANCEL" if args.run_id else None
     try:
-        run = fit(dataset, config, progress=update, runs_root=args.out, run_id=args.run_id, data_source=source,
+        run = fit_run(dataset, config, progress=update, runs_root=args.out, run_id=args.run_id, data_source=source,
                   should_stop=(lambda: stop_file.exists()) if stop_file else None, resume=args.resume)
     except TrainingCancelled as error:
         print(f"astrocore: training cancelled ({error}); resume with --resume --run-id {args.run_id}", file=sys.stderr)

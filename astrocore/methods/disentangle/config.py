@@ -114,6 +114,11 @@ class DisentanglerConfig(PresetConfig):
     # leaves 2.5x of reconstruction error that the best per-chemistry latent does not. Runs before
     # the decoder refit. 0 disables it.
     twin_code_steps: int = 0
+    # Latent sizes to choose from by validation (choose_latent.py): one training per size, the kept
+    # size reconstructs the validation spectra best among those whose latent reads each conditional
+    # parameter at validation R^2 <= max_leakage. Empty: train latent_dim only.
+    latent_candidates: tuple[int, ...] = ()
+    max_leakage: float = 0.15
     epochs: int = 30
     batch_size: int = 128
     patience: int | None = None
@@ -127,7 +132,7 @@ class DisentanglerConfig(PresetConfig):
             raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}.")
         object.__setattr__(self, "conditional", tuple(self.conditional))
         object.__setattr__(self, "lambdas", tuple(float(v) for v in np.atleast_1d(self.lambdas)))
-        for name in ("encoder_hidden", "decoder_hidden", "adversary_hidden"):
+        for name in ("encoder_hidden", "decoder_hidden", "adversary_hidden", "latent_candidates"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not self.conditional:
             raise ValueError("At least one conditional parameter is needed (e.g. teff,logg).")
@@ -168,6 +173,13 @@ class DisentanglerConfig(PresetConfig):
             raise ValueError("input_noise must be >= 0 (a flux standard deviation).")
         if self.latent_dim < 1 or self.n_bins < 2 or self.adversary_steps < 1 or self.epochs < 1:
             raise ValueError("latent_dim, epochs and adversary_steps must be >= 1 and n_bins >= 2.")
+        if any(size < 1 for size in self.latent_candidates) or len(set(self.latent_candidates)) != len(
+                self.latent_candidates):
+            raise ValueError(f"latent_candidates must be distinct sizes >= 1; got {self.latent_candidates}.")
+        if self.latent_candidates and self.val_fraction <= 0:
+            raise ValueError("latent_candidates are compared on the validation split: val_fraction must be > 0.")
+        if not 0 < self.max_leakage <= 1:
+            raise ValueError(f"max_leakage must be in (0, 1]; got {self.max_leakage}.")
         if not 0 < self.test_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise ValueError("test_fraction must be in (0, 1) and val_fraction in [0, 1).")
 

@@ -358,7 +358,7 @@ def fit(
     run_id = folder.name
     record = RunRecord(
         id=run_id, path=folder, method="disentangle", config=config.to_json(),
-        data=data_source or _source_from_provenance(dataset),
+        data=data_source or source_from_provenance(dataset),
     )
     if is_main_process() and not (resume and (folder / "run.json").exists()):
         record.write()
@@ -561,7 +561,7 @@ def _refit_decoder(model: Disentangler, arrays: dict, train_index, val_index, co
                  should_stop=should_stop)
 
 
-def _source_from_provenance(dataset: Dataset) -> dict:
+def source_from_provenance(dataset: Dataset) -> dict:
     """A rebuildable source for built-in simulator output, else a description of the data."""
     provenance = dataset.provenance
     if provenance.get("generator") in ("rvs", "apogee") and "params" in provenance:
