@@ -61,6 +61,27 @@ def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, m
     assert latent == {"noat": 25, "at": 3, "mdat": 3}
 
 
+def test_no_twin_track_chooses_mdat_latent_on_validation_and_noat_keeps_25(tiny_grids, monkeypatch, tmp_path):
+    from astrocore.methods.disentangle import DisentanglerRun
+
+    monkeypatch.setitem(bench.GRIDS, "fast", {"apogee": ("apogee", 12, ("teff", "logg"))})
+    monkeypatch.setattr(bench, "evaluate_disentangler", lambda run, dataset, render=None: {})  # sizes only
+    monkeypatch.setattr(bench, "representation_scores", lambda *args, **kwargs: {key: {} for key in bench.PROBE_KEYS})
+    real_preset = bench.DisentanglerConfig.preset
+
+    def with_candidates(name="fast", **overrides):
+        return real_preset(name, **{"latent_candidates": (2, 3), "encoder_components": 8, **overrides})
+
+    monkeypatch.setattr(bench.DisentanglerConfig, "preset", with_candidates)
+    result = bench.bench_disentangle("fast", grids=("apogee",), runs_root=tmp_path, paper_recipe=False,
+                                     tracks=("no_twins",))
+    entry = result["apogee"]["no_twins"]
+    assert set(result["apogee"]) == {"no_twins"}  # the twin track did not run
+    latent = {mode: DisentanglerRun.load(tmp_path / run_id).config.latent_dim for mode, run_id in entry["runs"].items()}
+    assert latent["noat"] == 25 and latent["mdat"] in (2, 3)
+    assert set(entry["latent_choice"]) == {"mdat"} and entry["latent_choice"]["mdat"]["kept"] == latent["mdat"]
+
+
 def test_paper_recipe_has_none_of_the_fast_presets_additions():
     paper, fast = bench._paper_recipe_fields(), bench.DisentanglerConfig.preset("fast")
     assert paper["decoder_refit_epochs"] == 0 and fast.decoder_refit_epochs > 0

@@ -116,12 +116,14 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         if mode == "noat" and not recipe_overrides:
             # The unconstrained baseline: the paper's 25 dimensions, linear (nothing normalises or
             # bounds them), no adversary, no twin term.
-            overrides.update(latent_dim=25, latent_activation="none", twin_weight=0.0)
+            overrides.update(latent_dim=25, latent_candidates=(), latent_activation="none", twin_weight=0.0)
         config = DisentanglerConfig.preset(preset, mode=mode, conditional=conditional, **overrides)
         started = time.perf_counter()
         run = fit_run(dataset, config, runs_root=runs_root, data_source=source)
         result["train_s"][mode] = round(time.perf_counter() - started, 2)
         result.setdefault("twins", {})[mode] = run.record.metrics["twins"]
+        if "latent_choice" in run.record.metrics:
+            result.setdefault("latent_choice", {})[mode] = run.record.metrics["latent_choice"]
         metrics = evaluate_disentangler(run, dataset, render=render)
         for key in RUN_METRICS:
             if key in metrics:

@@ -1,6 +1,7 @@
 """The disentangler's sub-commands: ``astrocore train disentangle`` and ``astrocore bench disentangle``."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -47,9 +48,18 @@ def cmd_bench(args) -> int:
         results = {"sweep": sweep_disentangle(preset=args.preset, runs_root=args.runs,
                                               progress=lambda line: print(line, file=sys.stderr))}
     else:
-        results = bench_disentangle(preset=args.preset, grids=args.grids.split(","), runs_root=args.runs)
+        results = bench_disentangle(preset=args.preset, grids=args.grids.split(","), runs_root=args.runs,
+                                    tracks=tuple(args.tracks.split(",")))
     print(write_json(args.json, results))
     return 0
+
+
+def tracks_list(text: str) -> str:
+    """``--tracks``: a comma-separated subset of twins, no_twins."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or set(names) - {"twins", "no_twins"}:
+        raise argparse.ArgumentTypeError(f"expected twins, no_twins or both (comma-separated); got {text!r}")
+    return ",".join(names)
 
 
 def add_commands(groups) -> None:
@@ -77,6 +87,8 @@ def add_commands(groups) -> None:
     bench.add_argument("--grids", default="apogee,rvs4,payne")
     bench.add_argument("--runs", default=None, help="keep the bench's runs here (default: a temporary folder)")
     bench.add_argument("--json", default=None)
+    bench.add_argument("--tracks", default="twins,no_twins", type=tracks_list,
+                       help="twins (fingerprints used), no_twins (hidden, as for survey data) or both")
     bench.add_argument("--sweep", action="store_true",
                        help="instead: the trade-off curve of mdat over lambda x adversary steps and the twin term")
     bench.set_defaults(handler=cmd_bench)
