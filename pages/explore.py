@@ -12,11 +12,10 @@ import streamlit as st
 
 from astrocore import embeddings
 from astrocore.app import common as app_common
-from astrocore.app import explore, explore_figures, explore_scale
+from astrocore.app import explore, explore_figures, explore_scale, live
 from astrocore.app import spectra as app_spectra
 from astrocore.app.explore_views import (ExploreView, get_data, get_hover, get_pca, get_rank, get_run,
                                          neighbours_view, selection_views)
-from astrocore.app.widgets import clicks_through_selections
 from astrocore.data.dataset import DataError
 
 if not st.session_state.get("astrocore_app"):
@@ -192,12 +191,12 @@ def explorer() -> None:
     drawn = json.dumps([base, revision, None if highlight is None else explore.rows_digest(highlight)])
     cached = st.session_state.get("explore_figure")
     if cached is None or cached[0] != drawn:
-        cached = (drawn, explore_figures.embedding_figure(
+        figure = explore_figures.embedding_figure(
             coordinates, data.table[colour].to_numpy(), colour, method, hover=get_hover(str(record.path), stamp),
             shown=shown, selected=highlight, marked=pick, title=title, revision=revision, density=plan.density,
-            window=window))
+            window=window)
+        cached = (drawn, live.figure_json(figure), int(figure.layout.height or 560))
         st.session_state.explore_figure = cached
-    figure = cached[1]
     if large:
         zoom = st.columns([3, 1, 1], vertical_alignment="center")
         zoom[0].caption(plan.caption())
@@ -209,9 +208,10 @@ def explorer() -> None:
                           disabled=window is None):
             st.session_state.explore_window = None
             st.rerun()
-    clicks_through_selections()
-    st.plotly_chart(figure, key="explore_chart", on_select="rerun",
-                    selection_mode=("lasso", "box", "points"), config=CHART_CONFIG, theme=None)
+    # A live component (astrocore.app.live): a lasso sends back its shape, not every point, and the
+    # scatter is sent again only when the figure itself changes (``drawn``).
+    live.live_component("scatter", key="explore_chart", height=cached[2] + 10, figure=cached[1],
+                        figure_key=drawn, config=CHART_CONFIG)
     st.caption("Drag to lasso (the toolbar also has a box tool). To pick one object for its neighbours and the "
                "decoder, choose **Pan** in the toolbar and click it, or type its id below. The current selection "
                "stays until you clear it or start a new one.")

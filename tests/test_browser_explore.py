@@ -1,7 +1,8 @@
 """The Embedding explorer in a real browser (Debian's Chromium through selenium).
 
 Starts ``streamlit run app.py`` on a runs folder holding one tiny disentangling run (toy grid, one
-epoch), opens /explore, draws a lasso with the mouse (selenium ActionChains) on the plotly chart and
+epoch), opens /explore, draws a lasso with the mouse (selenium ActionChains) on the scatter (a live
+component, astrocore.app.live: an iframe whose plotly chart sends back only the lasso's shape) and
 checks that the linked views (median spectra with a 16-84 % band, label histograms) appear. The
 lasso-to-linked-view time (from the mouse release to the first animation frame after the linked
 spectra chart shows the new selection; the median of five lassos of different sizes, each drawn
@@ -19,14 +20,20 @@ from test_browser import SHOTS, _require_browser, _screenshot, _wait, browser, s
 
 pytestmark = pytest.mark.browser
 
-EXPLORER_CHART = """
-const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
-const gd = plots.find(p => p.layout && p.layout.meta && p.layout.meta.explorer);
-if (!gd) { return null; }
-const drag = gd.querySelector('.nsewdrag');
+# The explorer's scatter lives in the live component's iframe (same origin: its document is readable).
+FIND_SCATTER = """
+const found = Array.from(document.querySelectorAll('iframe[src*="/component/astrocore.app.live"]')).map(frame => {
+  const doc = frame.contentDocument, gd = doc && doc.getElementById('chart');
+  return gd && gd.layout && gd.layout.meta && gd.layout.meta.explorer ? {frame: frame, gd: gd} : null;
+}).find(x => x);
+"""
+
+EXPLORER_CHART = FIND_SCATTER + """
+if (!found) { return null; }
+const drag = found.gd.querySelector('.nsewdrag');
 if (!drag) { return null; }
-const r = drag.getBoundingClientRect();
-return {left: r.left, top: r.top, width: r.width, height: r.height, n: gd.layout.meta.n};
+const f = found.frame.getBoundingClientRect(), r = drag.getBoundingClientRect();
+return {left: f.left + r.left, top: f.top + r.top, width: r.width, height: r.height, n: found.gd.layout.meta.n};
 """
 
 WAIT_FOR_LINKED = """
@@ -49,13 +56,12 @@ check();
 
 
 # Screen position of one point of the explorer chart (the first point of the first trace).
-POINT_POSITION = """
-const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
-const gd = plots.find(p => p.layout && p.layout.meta && p.layout.meta.explorer);
-if (!gd || !gd._fullData || !gd._fullData.length) { return null; }
-const trace = gd._fullData[0];
+POINT_POSITION = FIND_SCATTER + """
+if (!found || !found.gd._fullData || !found.gd._fullData.length) { return null; }
+const gd = found.gd, trace = gd._fullData[0];
 const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-const r = gd.getBoundingClientRect();
+const g = gd.getBoundingClientRect(), f = found.frame.getBoundingClientRect();
+const r = {left: f.left + g.left, top: f.top + g.top};
 const i = Math.floor(trace.x.length / 2);
 return {x: r.left + xa._offset + xa.l2p(trace.x[i]), y: r.top + ya._offset + ya.l2p(trace.y[i])};
 """
@@ -111,8 +117,10 @@ def test_lasso_shows_linked_views(server, browser, capsys, tmp_path):
     assert "Nothing selected" in _body(browser)
     time.sleep(1.0)
     _screenshot(browser, "10_explore.png")
-    browser.execute_script("window.__mouseup = null;"
-                           "document.addEventListener('mouseup', () => { window.__mouseup = performance.now(); }, true);")
+    # The mouse is released inside the component's iframe; the time is read on the page's clock.
+    browser.execute_script(FIND_SCATTER + "window.__mouseup = null;"
+                           "found.frame.contentWindow.addEventListener('mouseup', "
+                           "e => { if (e.isTrusted) { window.__mouseup = performance.now(); } }, true);")
     timings, result = [], {"n": None}
     for fraction in (0.3, 0.2, 0.35, 0.25, 0.4):
         box = browser.execute_script("window.scrollTo(0, 0);" + EXPLORER_CHART)
@@ -145,22 +153,17 @@ def test_lasso_shows_linked_views(server, browser, capsys, tmp_path):
     time.sleep(1.0)
     _screenshot(browser, "11_explore_lasso.png")
 
-    # A click on one point picks it: its nearest neighbours and the decoder sliders appear. Streamlit only
-    # reports clicks outside the lasso / box modes, so switch the chart to Pan first (as a user would).
+    # A click on one point picks it: its nearest neighbours and the decoder sliders appear (in Pan mode,
+    # as the page's caption tells a user; a click in lasso mode picks too).
     browser.execute_script("window.scrollTo(0, 0);")
-    browser.execute_script(
-        "const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
-        "p => p.layout && p.layout.meta && p.layout.meta.explorer);"
-        "const pan = Array.from(document.querySelectorAll('.modebar-btn')).find("
-        "b => b.getAttribute('data-val') === 'pan' && gd.contains(b)) || "
-        "Array.from(document.querySelectorAll('[data-title]')).find(b => b.getAttribute('data-title') === 'Pan');"
-        "if (!pan) { throw new Error(Array.from(document.querySelectorAll('.modebar-btn, [data-title]')).map("
-        "b => b.outerHTML.slice(0, 120)).join(' | ')); }"
+    browser.execute_script(FIND_SCATTER +
+        "const gd = found.gd;"
+        "const pan = Array.from(gd.querySelectorAll('.modebar-btn')).find("
+        "b => b.getAttribute('data-val') === 'pan');"
+        "if (!pan) { throw new Error('no Pan button'); }"
         "pan.click();")
     assert _wait(lambda: browser.execute_script(
-        "const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
-        "p => p.layout && p.layout.meta && p.layout.meta.explorer);"
-        "return gd._fullLayout.clickmode.indexOf('select') > -1;"), 10, poll=0.2), "no click selection in Pan mode"
+        FIND_SCATTER + "return found.gd._fullLayout.dragmode === 'pan';"), 10, poll=0.2), "no Pan mode"
     point = browser.execute_script(POINT_POSITION)
     assert point, "could not locate a point of the chart"
     from selenium.webdriver.common.action_chains import ActionChains
@@ -173,8 +176,8 @@ def test_lasso_shows_linked_views(server, browser, capsys, tmp_path):
     picked = _wait(lambda: "nearest neighbours in latent z" in _body(browser), 30, poll=0.3)
     if not picked:
         print("DEBUG", point, browser.execute_script(
-            "const gd = Array.from(document.querySelectorAll('.js-plotly-plot')).find(p => p.layout && p.layout.meta && p.layout.meta.explorer);"
-            "return {clickmode: gd._fullLayout.clickmode, dragmode: gd._fullLayout.dragmode, sel: gd.data.map(t => t.selectedpoints)};"))
+            FIND_SCATTER + "const gd = found.gd;"
+            "return {clickmode: gd._fullLayout.clickmode, dragmode: gd._fullLayout.dragmode};"))
         _screenshot(browser, "debug_click.png")
     assert picked, f"clicking a point did not pick it: {_body(browser)[-800:]}"
     assert _wait(lambda: "through the decoder" in _body(browser), 30, poll=0.3)

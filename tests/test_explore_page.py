@@ -55,7 +55,13 @@ def open_explorer(**state) -> AppTest:
 
 
 def specs(at: AppTest) -> list[dict]:
-    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+    """Streamlit's plotly charts and the figures of live components (the scatter, astrocore.app.live)."""
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")] + [
+        args["figure"] for args in live_args(at) if "figure" in args]
+
+
+def live_args(at: AppTest) -> list[dict]:
+    return [json.loads(element.proto.json_args) for element in at.get("component_instance")]
 
 
 def metas(at: AppTest) -> list[dict]:
@@ -182,6 +188,34 @@ def test_plotly_selection_events_union_intersection_and_click(tiny_run):
     assert not at.exception
     assert f"**{data.ids[7]}**" in texts(at.markdown)
     assert at.slider(key="explore_cp_teff").value == pytest.approx(float(data.table["teff"].iloc[7]))
+
+
+def test_a_lasso_reruns_the_linked_views_without_sending_the_scatter_again(tiny_run):
+    data = explore.load_explore_data(tiny_run)
+    coordinates = explore.compute_projection(data, "z", "pca")
+    at = open_explorer()
+    scatter = [args for args in live_args(at) if args["kind"] == "scatter"]
+    assert len(scatter) == 1 and scatter[0]["figure"]["layout"]["meta"]["explorer"]
+    before = at.get("component_instance")[0].proto.json_args
+    x, y = coordinates[:, 0], coordinates[:, 1]
+    # What the component sends for a lasso: its shape in data coordinates, no points.
+    lasso = {"x": [float(x.min()) - 1, float(np.median(x)), float(np.median(x)), float(x.min()) - 1],
+             "y": [float(y.min()) - 1, float(y.min()) - 1, float(y.max()) + 1, float(y.max()) + 1]}
+    at.session_state["explore_chart"] = {"id": "apptest", "seq": 1, "selection": {"lasso": [lasso]}}
+    at.run()
+    assert not at.exception
+    inside = int((x <= np.median(x)).sum())
+    assert f"{inside} of 72 objects selected" in texts(at.markdown)
+    # The component's arguments are byte for byte the same, so Streamlit sends a reference, not the scatter.
+    assert at.get("component_instance")[0].proto.json_args == before
+    # A union draws the combined selection into the figure: a new figure (another key).
+    at.session_state["explore_combine"] = "union"
+    at.session_state["explore_chart"] = {"id": "apptest", "seq": 2, "selection": {"box": [
+        {"x": [float(np.median(x)), float(x.max()) + 1], "y": [float(y.min()) - 1, float(np.median(y))]}]}}
+    at.run()
+    after = json.loads(at.get("component_instance")[0].proto.json_args)
+    assert after["figure_key"] != json.loads(before)["figure_key"]
+    assert after["figure"]["layout"]["meta"]["highlighted"] > inside
 
 
 def test_large_runs_draw_a_subsample_but_select_on_the_full_set(tiny_run, monkeypatch):

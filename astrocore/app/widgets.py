@@ -53,13 +53,3 @@ def conditional_sliders(training_range: dict[str, tuple[float, float]], own: dic
 def _reset(key: str, specs, own: dict[str, float]) -> None:
     for spec in specs:
         st.session_state[f"{key}{spec.name}"] = logic.snap(own[spec.name], spec)
-
-
-def clicks_through_selections() -> None:
-    """Let clicks and new lassos inside a drawn lasso / box reach the chart's points.
-
-    Plotly keeps the last lasso drawn on a chart as a shape that captures the mouse, so without this
-    a click on a point inside it (to pick that object) or a new lasso starting inside it does
-    nothing. Charts that keep their lasso between reruns (the explorer) need it.
-    """
-    st.html("<style>.js-plotly-plot .selectionlayer path { pointer-events: none !important; }</style>")

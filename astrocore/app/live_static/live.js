@@ -147,13 +147,24 @@
     if (!value || typeof value !== "object" || typeof value.bdata !== "string" || !B64_TYPES[value.dtype]) { return value; }
     var text = atob(value.bdata), bytes = new Uint8Array(text.length);
     for (var i = 0; i < text.length; i++) { bytes[i] = text.charCodeAt(i); }
-    return new B64_TYPES[value.dtype](bytes.buffer);
+    var flat = new B64_TYPES[value.dtype](bytes.buffer);
+    var shape = typeof value.shape === "string" ? value.shape.split(",").map(Number) : value.shape;
+    if (!shape || shape.length < 2) { return flat; }
+    var rows = [], width = shape[1];  // 2-d (e.g. customdata with several columns): a list of rows
+    for (var r = 0; r < shape[0]; r++) { rows.push(Array.from(flat.subarray(r * width, (r + 1) * width))); }
+    return rows;
+  }
+  function decodeArrays(object, depth) {  // every {dtype, bdata} inside a trace, a few levels deep
+    Object.keys(object).forEach(function (key) {
+      var value = object[key];
+      if (value && typeof value === "object" && !Array.isArray(value)) {
+        if (typeof value.bdata === "string") { object[key] = typed(value); }
+        else if (depth < 3) { decodeArrays(value, depth + 1); }
+      }
+    });
   }
   function decodeFigure(figure) {
-    (figure.data || []).forEach(function (trace) {
-      ["x", "y", "customdata", "selectedpoints"].forEach(function (key) { if (trace[key]) { trace[key] = typed(trace[key]); } });
-      if (trace.marker && trace.marker.color) { trace.marker.color = typed(trace.marker.color); }
-    });
+    (figure.data || []).forEach(function (trace) { decodeArrays(trace, 0); });
     return figure;
   }
   function g(value) {  // Python's "{:g}"
@@ -375,50 +386,97 @@
   }
 
   // ------------------------------------------------------------------ scatter view
-  var S = {built: false, figureKey: null, id: Math.random().toString(36).slice(2), seq: 0};
+  // The figure is drawn afresh only when the server sends another one (figure_key); a lasso or box
+  // sends back its shape in data coordinates (the server selects among all objects, also those a
+  // large run does not draw), a click the picked row: a few hundred bytes instead of every point.
+  var S = {figureKey: null, id: Math.random().toString(36).slice(2), seq: 0};
 
   function renderScatter(args) {
     var root = document.getElementById("root");
-    if (!S.built) {
+    if (!S.chart) {
       root.textContent = "";
       S.chart = element("div", "chart");
+      S.chart.id = "chart";
       root.appendChild(S.chart);
-      S.built = true;
     }
-    if (args.figure_key !== S.figureKey || args.figure) {
-      if (args.figure) {
-        S.figureKey = args.figure_key;
-        var figure = decodeFigure(args.figure);
-        Plotly.react(S.chart, figure.data, figure.layout, args.config).then(function () {
-          if (!S.listening) {
-            S.listening = true;
-            S.chart.on("plotly_selected", function (event) { onSelected(event, S.args); });
-            S.chart.on("plotly_deselect", function () { sendSelection([], "clear"); });
-            S.chart.on("plotly_click", function (event) { onSelected({points: event.points.slice(0, 1)}, S.args, "click"); });
-          }
-          fitHeight();
-        });
-      }
-    }
-    S.args = args;
-    fitHeight();
-  }
-
-  function onSelected(event, args, how) {
-    if (!event) { return; }
-    var rows = [];
-    (event.points || []).forEach(function (point) {
-      var trace = S.chart.data[point.curveNumber], custom = trace && trace.customdata;
-      var row = custom ? custom[point.pointNumber] : point.pointNumber;
-      if (Array.isArray(row)) { row = row[0]; }
-      if (row !== undefined && row !== null && isFinite(row)) { rows.push(Number(row)); }
+    if (args.figure_key === S.figureKey) { return; }
+    S.figureKey = args.figure_key;
+    var figure = decodeFigure(args.figure);
+    if (S.chart.data) { Plotly.purge(S.chart); }  // a fresh chart: no lasso left over from the last figure
+    Plotly.newPlot(S.chart, figure.data, figure.layout, args.config).then(function () {
+      S.sentShape = null;
+      S.chart.on("plotly_selected", onSelected);
+      S.chart.on("plotly_click", onClick);
+      S.chart.on("plotly_deselect", function () { sendSelection({}); });
+      fitHeight();
     });
-    sendSelection(rows, how || (event.lassoPoints ? "lasso" : "box"));
   }
 
-  function sendSelection(rows, how) {
+  // The lasso's shape is sent on the mouse release itself, from the pointer positions in data
+  // coordinates (what plotly's lasso is made of), before plotly restyles 10,000 points and emits
+  // plotly_selected (about 100 ms later); that event then only reports a shape not sent yet.
+  var drag = null;
+  function dataPoint(event) {
+    var full = S.chart._fullLayout, xa = full.xaxis, ya = full.yaxis, box = S.chart.getBoundingClientRect();
+    return [xa.p2d(event.clientX - box.left - xa._offset), ya.p2d(event.clientY - box.top - ya._offset)];
+  }
+  document.addEventListener("mousedown", function (event) {
+    var mode = S.chart && S.chart._fullLayout && S.chart._fullLayout.dragmode;
+    drag = null;
+    if (event.button !== 0 || (mode !== "lasso" && mode !== "select") || !event.target.classList ||
+        !event.target.classList.contains("nsewdrag")) { return; }
+    drag = {mode: mode, points: [dataPoint(event)], pixels: [[event.clientX, event.clientY]]};
+  }, true);
+  document.addEventListener("mousemove", function (event) {
+    if (drag && event.buttons & 1) { drag.points.push(dataPoint(event)); drag.pixels.push([event.clientX, event.clientY]); }
+  }, true);
+  document.addEventListener("mouseup", function (event) {
+    if (!event.isTrusted) { return; }  // our own replay below
+    var done = drag;
+    drag = null;
+    if (!done || done.points.length < 3) { return; }
+    var first = done.pixels[0], moved = done.pixels.some(function (p) { return Math.abs(p[0] - first[0]) + Math.abs(p[1] - first[1]) > 6; });
+    if (!moved) { return; }  // a click: plotly_click reports it
+    done.points.push(dataPoint(event));
+    var xs = done.points.map(function (p) { return p[0]; }), ys = done.points.map(function (p) { return p[1]; });
+    var last = xs.length - 1;  // a box spans the press and the release
+    var selection = done.mode === "lasso" ? {lasso: [{x: xs, y: ys}]} : {box: [{
+      x: [Math.min(xs[0], xs[last]), Math.max(xs[0], xs[last])], y: [Math.min(ys[0], ys[last]), Math.max(ys[0], ys[last])]}]};
+    S.sentShape = true;
+    sendSelection(selection);
+    // Plotly's own release handling (selecting and restyling every point, ~100 ms for 10,000) runs
+    // right after the page has sent the selection to the server, not before: the same release,
+    // replayed on the same element once the message is out.
+    event.stopImmediatePropagation();
+    var target = event.target, init = {bubbles: true, cancelable: true, view: window, clientX: event.clientX,
+      clientY: event.clientY, screenX: event.screenX, screenY: event.screenY, button: event.button, buttons: event.buttons,
+      shiftKey: event.shiftKey, ctrlKey: event.ctrlKey, altKey: event.altKey, metaKey: event.metaKey};
+    setTimeout(function () { target.dispatchEvent(new MouseEvent("mouseup", init)); }, 15);
+  }, true);
+
+  function onSelected(event) {
+    if (!event) { return; }
+    if (S.sentShape) { S.sentShape = null; return; }  // sent on the mouse release already
+    if (event.lassoPoints && event.lassoPoints.x) {
+      sendSelection({lasso: [{x: Array.from(event.lassoPoints.x), y: Array.from(event.lassoPoints.y)}]});
+    } else if (event.range && event.range.x) {
+      sendSelection({box: [{x: Array.from(event.range.x), y: Array.from(event.range.y)}]});
+    }  // a click selects a point too: onClick reports it
+  }
+
+  function onClick(event) {
+    var point = event && event.points && event.points[0];
+    if (!point) { return; }
+    var row = point.customdata;
+    if (Array.isArray(row)) { row = row[0]; }
+    if (row === undefined || row === null || !isFinite(row)) { return; }
+    sendSelection({points: [{customdata: [Number(row)], x: point.x, y: point.y}]});
+  }
+
+  function sendSelection(selection) {
     S.seq += 1;
-    setValue({id: S.id, seq: S.seq, how: how, rows: rows});
+    window.__astrocoreSent = {t: performance.now(), selection: selection};  // benchmarks/latency.py
+    setValue({id: S.id, seq: S.seq, selection: selection});
   }
 
   // ------------------------------------------------------------------ dispatch
