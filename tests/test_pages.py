@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from astrocore import jobs
 from astrocore.app import common as app_common
+from astrocore.app import live_decoder
 from astrocore.data.cache import cache_dir
 from astrocore.runs import RunRecord, list_runs, runs_dir
 
@@ -181,6 +182,24 @@ def decoded(array) -> np.ndarray:
     if isinstance(array, dict):
         return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
     return np.asarray(array, dtype=float)
+
+
+def test_a_decoder_the_browser_cannot_run_keeps_the_server_sliders(default_model, app_home, monkeypatch):
+    def unsupported(model):
+        raise live_decoder.UnsupportedDecoder("activation Tanh is not supported in the browser")
+
+    monkeypatch.setattr(live_decoder, "decoder_file", unsupported)
+    monkeypatch.setenv("ASTROCORE_CACHE", str(app_home / "cache-no-live"))  # not the decoder file made before
+    at = open_page("pages/spectra.py")
+    assert not live_args(at, "generate")
+    assert "decoded on the server: activation Tanh" in texts(at.caption)
+    before = spectrum_meta(at)
+    slider = at.slider(key="cp_teff")
+    slider.set_value(slider.value + 200).run()
+    assert not at.exception
+    assert spectrum_meta(at)["values"]["teff"] == pytest.approx(before["values"]["teff"] + 200)
+    slider.set_value(slider.max).run()
+    assert "Extrapolation" in texts(at.warning)
 
 
 def test_latent_editor_and_star_picker(default_model):
