@@ -212,6 +212,38 @@ def test_fit_save_load_and_cli(small, tmp_path):
                  str(tmp_path / "tiny")]) == 2
 
 
+def test_cutout_augmentation_turns_stars_but_keeps_their_colours():
+    from astrocore.methods.batmm.fit import augment_cutouts
+
+    torch.manual_seed(0)
+    images = torch.rand(64, 5, 16, 16)
+    out = augment_cutouts(images)
+    assert torch.allclose(out.sum(dim=(2, 3)), images.sum(dim=(2, 3)))  # fluxes (colours) unchanged
+    for original, turned in zip(images, out):
+        candidates = [t for x in (original, original.transpose(-1, -2)) for t in
+                      (x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2))]
+        assert any(torch.equal(turned, c) for c in candidates)  # one of the 8 flips / quarter turns
+    assert not torch.equal(out, images)
+
+
+def test_shared_encoders_and_joint_phase(small, tmp_path):
+    from astrocore.methods.batmm import fit
+    from astrocore.methods.batmm.fit import model_inputs, split_indices, train_encoder
+
+    config = BatmmConfig.preset("fast", encoder_epochs=1, fusion_epochs=1, joint_epochs=1, batch_size=32)
+    split = split_indices(small.labels, config.test_fraction, config.val_fraction, config.seed)
+    arrays = model_inputs(small)
+    encoders = [train_encoder(kind, arrays, split, config)[0] for kind in ("spectrum", "image")]
+    before = [{k: v.clone() for k, v in e.state_dict().items()} for e in encoders]
+    run = fit(small, config, runs_root=tmp_path, encoders=tuple(encoders))
+    assert set(run.record.history) == {"fusion", "joint"}  # the unimodal phases were skipped
+    for encoder, state in zip(encoders, before):  # the shared encoders are copied, not trained further
+        assert all(torch.equal(v, state[k]) for k, v in encoder.state_dict().items())
+    changed = run.image_encoder.state_dict()
+    assert any(not torch.equal(changed[k], before[1][k]) for k in changed if changed[k].is_floating_point())
+    assert 0 <= run.record.metrics["test"]["f1"] <= 1
+
+
 def test_data_make_bhb(tmp_path):
     from astrocore.cli import main
     from astrocore.data.dataset import Dataset

@@ -21,7 +21,7 @@ from ...data.readers.cutouts import write_cutout
 from ...data.readers.sdss import write_spec_lite
 from .baselines import gradient_boosting_probability, h_delta_features, rule_probability, svm_probability
 from .config import BatmmConfig
-from .fit import fit, fusion_logits, model_inputs, run_encoder, train_encoder, train_fusion
+from .fit import fit, model_inputs, run_encoder, split_indices, train_encoder
 from .metrics import classification_metrics, sigmoid
 from .predict import explain, read_star
 
@@ -54,33 +54,39 @@ def predict_one_ms(run, dataset, repeats: int = 20) -> float:
 
 
 def bench_seed(dataset, config: BatmmConfig, runs_root, progress=print) -> dict:
-    """All models on one seed's split; returns {model: metrics} plus weights and timings."""
+    """All models on one seed's split; returns {model: metrics} plus weights and timings.
+
+    The two encoders are trained alone once (they are the image-only and spectrum-only-with-
+    attention baselines) and every fusion (BATMM, its ablations, the early fusions) starts from
+    copies of them and follows the same recipe: fusion on their frozen tokens, then the joint phase."""
     started = time.perf_counter()
-    run = fit(dataset, config, runs_root=runs_root)
-    batmm_seconds = time.perf_counter() - started
-    arrays = run.arrays()
-    split, label = arrays["split"], arrays["label"]
+    split = split_indices(dataset.labels, config.test_fraction, config.val_fraction, config.seed)
+    inputs = model_inputs(dataset)
+    label = inputs["label"].astype(int)
     test = split == 2
+    spectrum_encoder, _ = train_encoder("spectrum", inputs, split, config)
+    image_encoder, _ = train_encoder("image", inputs, split, config)
+    encoder_seconds = time.perf_counter() - started
+    progress(f"  encoders ({encoder_seconds:.0f} s)")
+    fused_started = time.perf_counter()
+    run = fit(dataset, config, runs_root=runs_root, encoders=(spectrum_encoder, image_encoder))
+    batmm_seconds = encoder_seconds + time.perf_counter() - fused_started
     scores = {"batmm": run.record.metrics["test"],
               "image_only": run.record.metrics["image_only"],
               "spectrum_only_attention": run.record.metrics["spectrum_only_attention"]}
     progress(f"  batmm F1 {scores['batmm']['f1']:.3f} ({batmm_seconds:.0f} s)")
-    inputs = model_inputs(dataset)
-    spectral = run_encoder(run.spectrum_encoder, inputs["spectrum"])["tokens"]
-    image = run_encoder(run.image_encoder, inputs["image"])["tokens"]
     for name, changes in (("early_add", {"fusion": "early_add"}), ("early_concat", {"fusion": "early_concat"}),
                           ("no_cross_attention", {"cross_attention": False}),
                           ("no_modality_embedding", {"modality_embedding": False})):
-        fusion, _ = train_fusion(spectral, image, inputs["label"], split, dataclasses.replace(config, **changes))
-        scores[name] = classification_metrics(label[test], sigmoid(fusion_logits(fusion, spectral, image)[test]))
+        variant = fit(dataset, dataclasses.replace(config, **changes), runs_root=runs_root,
+                      encoders=(spectrum_encoder, image_encoder))
+        scores[name] = variant.record.metrics["test"]
         progress(f"  {name} F1 {scores[name]['f1']:.3f}")
     vgg, _ = train_encoder("spectrum", inputs, split, config, attention=False)
-    vgg_out = run_encoder(vgg, inputs["spectrum"])
-    scores["spectrum_only"] = classification_metrics(label[test], sigmoid(vgg_out["logit"][test]))
-    fusion, _ = train_fusion(vgg_out["tokens"], image, inputs["label"], split,
-                             dataclasses.replace(config, fusion="early_concat"))
-    scores["vgg1d_fusion"] = classification_metrics(
-        label[test], sigmoid(fusion_logits(fusion, vgg_out["tokens"], image)[test]))
+    scores["spectrum_only"] = classification_metrics(label[test], sigmoid(run_encoder(vgg, inputs["spectrum"])["logit"][test]))
+    variant = fit(dataset, dataclasses.replace(config, fusion="early_concat", spectrum_attention=False),
+                  runs_root=runs_root, encoders=(vgg, image_encoder))
+    scores["vgg1d_fusion"] = variant.record.metrics["test"]
     progress(f"  spectrum_only F1 {scores['spectrum_only']['f1']:.3f}, vgg1d_fusion F1 {scores['vgg1d_fusion']['f1']:.3f}")
     scores["svm"] = classification_metrics(label[test], svm_probability(inputs["spectrum"], label, split, config.seed)[test])
     scores["gradient_boosting"] = classification_metrics(
@@ -96,9 +102,11 @@ def bench_seed(dataset, config: BatmmConfig, runs_root, progress=print) -> dict:
     for b, band in enumerate(BANDS):
         occluded = inputs["image"][test].copy()
         occluded[:, b] = 0.0
-        logit = run_encoder(run.image_encoder, occluded)["logit"]
+        logit = run_encoder(image_encoder, occluded)["logit"]
         occlusion[band] = base_auc - classification_metrics(label[test], sigmoid(logit))["roc_auc"]
+    per_star = run.arrays()["band_weights"][test]
     return {"scores": scores, "band_weights": run.record.metrics["band_weights"],
+            "band_weights_star_std": dict(zip(BANDS, per_star.std(axis=0).tolist())),
             "segment_weights": run.record.metrics["segment_weights"], "band_occlusion_auc_drop": occlusion,
             "batmm_train_s": batmm_seconds, "seed_seconds": time.perf_counter() - started,
             "predict_one_ms": predict_one_ms(run, dataset), "missing_image_f1": run.record.metrics["missing_image"]["f1"],
@@ -125,6 +133,8 @@ def bench_batmm(n_stars: int = 4000, seeds: int = 5, preset: str = "fast", snr: 
     return {
         "models": models,
         "band_weights": {band: float(np.mean([s["band_weights"][band] for s in per_seed])) for band in BANDS},
+        "band_weights_star_std": {band: float(np.mean([s["band_weights_star_std"][band] for s in per_seed]))
+                                  for band in BANDS},
         "band_occlusion_auc_drop": {band: float(np.mean([s["band_occlusion_auc_drop"][band] for s in per_seed]))
                                     for band in BANDS},
         "segment_weights": np.mean([s["segment_weights"] for s in per_seed], axis=0).tolist(),

@@ -76,7 +76,7 @@ def cmd_classify(args) -> int:
 
 def cmd_bench(args) -> int:
     results = bench_batmm(n_stars=args.n, seeds=args.seeds, preset=args.preset, snr=args.snr,
-                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+                          progress=lambda line: print(line, file=sys.stderr, flush=True), **overrides(args.set))
     print(write_json(args.json, results))
     return 0
 
@@ -119,5 +119,6 @@ def add_commands(groups) -> None:
     bench.add_argument("--n", type=positive_int, default=4000)
     bench.add_argument("--snr", type=float, default=15.0)
     bench.add_argument("--preset", default="fast", choices=list(PRESETS))
+    bench.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config fields, e.g. joint_epochs=3")
     bench.add_argument("--json", default=None)
     bench.set_defaults(handler=cmd_bench)

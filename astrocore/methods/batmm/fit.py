@@ -1,10 +1,13 @@
 """Training BATMM with the paper's transfer strategy, through the shared loop
 (:func:`astrocore.training.train`): the spectrum encoder and the image encoder are trained alone
 first (each is also the spectrum-only and image-only baseline), then the fusion transformer on their
-frozen tokens; a temperature fitted on the validation split calibrates the probabilities.
-:func:`fit` runs the phases in order and saves the run."""
+frozen tokens; optionally (``joint_epochs`` > 0) a joint phase then trains encoders and fusion
+end to end at a low rate. A temperature fitted on the validation split calibrates the
+probabilities. :func:`fit` runs the phases in order and saves the run. The cutouts are randomly
+flipped / turned in training (:func:`augment_cutouts`)."""
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
@@ -21,6 +24,21 @@ from .model import ImageEncoder, SpectrumEncoder, build_fusion, encoder_tokens, 
 from .run import BatmmRun, source_of
 
 BANDS = ("u", "g", "r", "i", "z")
+JOINT_AUXILIARY_WEIGHT = 0.5  # weight of the encoders' own BHB losses in the joint phase
+
+
+def augment_cutouts(images: torch.Tensor) -> torch.Tensor:
+    """A random one of the 8 flips / quarter turns per cutout (B, bands, h, w): the sky has no
+    preferred orientation and the PSF is round, so these are free extra training images; the
+    same transform applies to all five bands of a star (its colours are untouched)."""
+    n = images.shape[0]
+    for dim in (-1, -2):
+        flip = torch.rand(n, device=images.device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(dim), images)
+    if images.shape[-1] == images.shape[-2]:
+        turn = torch.rand(n, device=images.device) < 0.5
+        images = torch.where(turn[:, None, None, None], images.transpose(-1, -2), images)
+    return images
 
 
 # ============================================================================ tasks
@@ -39,10 +57,15 @@ class ClassifierTask:
         self.optimizers = {"model": torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)}
 
     def _loss(self, batch, training: bool):
-        logit = self.module(*self.inputs(batch, training))["logit"]
+        out = self.module(*self.inputs(batch, training))
+        logit = out["logit"]
         loss = F.binary_cross_entropy_with_logits(logit, batch["label"])
         accuracy = ((logit > 0).float() == batch["label"]).float().mean()
-        return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+        metrics = {"loss": float(loss.detach()), "accuracy": float(accuracy)}
+        if training and out.get("auxiliary_logits"):  # the joint phase keeps the encoders' own heads trained
+            auxiliary = sum(F.binary_cross_entropy_with_logits(a, batch["label"]) for a in out["auxiliary_logits"])
+            loss = loss + JOINT_AUXILIARY_WEIGHT * auxiliary / len(out["auxiliary_logits"])
+        return loss, metrics
 
     def training_step(self, batch, epoch):
         loss, metrics = self._loss(batch, True)
@@ -55,21 +78,60 @@ class ClassifierTask:
         return self._loss(batch, False)[1]
 
 
+def _presence(batch, training: bool, missing_rate: float):
+    """Which stars keep their spectrum and their image: in training each star loses one of them
+    (never both) with probability ``missing_rate`` each."""
+    n = len(batch["label"])
+    has_spectrum = torch.ones(n, dtype=torch.bool, device=batch["label"].device)
+    has_image = has_spectrum.clone()
+    if training and missing_rate > 0:
+        draw = torch.rand(n, device=has_image.device)
+        has_spectrum = draw >= missing_rate
+        has_image = (draw < missing_rate) | (draw >= 2 * missing_rate)
+    return has_spectrum, has_image
+
+
 def fusion_inputs(missing_rate: float):
     """Batch -> fusion arguments; in training each star loses its spectrum or its image (never
     both) with probability ``missing_rate`` each, replaced by the learned missing-modality tokens."""
 
     def inputs(batch, training):
-        n = len(batch["label"])
-        has_spectrum = torch.ones(n, dtype=torch.bool, device=batch["label"].device)
-        has_image = has_spectrum.clone()
-        if training and missing_rate > 0:
-            draw = torch.rand(n, device=has_image.device)
-            has_spectrum = draw >= missing_rate
-            has_image = (draw < missing_rate) | (draw >= 2 * missing_rate)
-        return batch["spectral_tokens"], batch["image_tokens"], has_spectrum, has_image
+        return (batch["spectral_tokens"], batch["image_tokens"], *_presence(batch, training, missing_rate))
 
     return inputs
+
+
+def joint_inputs(missing_rate: float, augment: bool):
+    """Batch -> :class:`JointModel` arguments (raw scaled spectra and cutouts)."""
+
+    def inputs(batch, training):
+        image = augment_cutouts(batch["image"]) if training and augment else batch["image"]
+        return (batch["spectrum"], image, *_presence(batch, training, missing_rate))
+
+    return inputs
+
+
+class JointModel(torch.nn.Module):
+    """Both encoders and the fusion as one network, for the joint (end-to-end) phase after the
+    transfer phase. The encoders' batch-norm statistics stay those of the transfer phase (the
+    fusion was trained on them; small batches would make them noisy)."""
+
+    def __init__(self, spectrum_encoder, image_encoder, fusion):
+        super().__init__()
+        self.spectrum_encoder, self.image_encoder, self.fusion = spectrum_encoder, image_encoder, fusion
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for encoder in (self.spectrum_encoder, self.image_encoder):
+            for module in encoder.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, spectrum, image, has_spectrum=None, has_image=None) -> dict:
+        spectral, visual = self.spectrum_encoder(spectrum), self.image_encoder(image)
+        out = self.fusion(encoder_tokens(spectral), encoder_tokens(visual), has_spectrum, has_image)
+        return {**out, "auxiliary_logits": [spectral["logit"], visual["logit"]]}
 
 
 # ============================================================================ helpers
@@ -140,7 +202,12 @@ def train_encoder(kind: str, arrays: dict, split: np.ndarray, config: BatmmConfi
     """Train the ``spectrum`` or ``image`` encoder alone on the BHB label; returns (encoder, history)."""
     seed_everything(config.seed)
     encoder = SpectrumEncoder(config, attention=attention) if kind == "spectrum" else ImageEncoder(config)
-    task = ClassifierTask(encoder, lambda batch, training: (batch["x"],), config.learning_rate, config.weight_decay)
+    augment = kind == "image" and config.augment_cutouts
+
+    def inputs(batch, training):
+        return (augment_cutouts(batch["x"]) if training and augment else batch["x"],)
+
+    task = ClassifierTask(encoder, inputs, config.learning_rate, config.weight_decay)
     data = {"x": arrays[kind], "label": arrays["label"]}
     history = train(task, {k: v[split == 0] for k, v in data.items()}, {k: v[split == 1] for k, v in data.items()},
                     _loop(config, config.encoder_epochs, config.patience), progress=progress,
@@ -165,6 +232,25 @@ def train_fusion(spectral_tokens: np.ndarray, image_tokens: np.ndarray, label: n
     return fusion.cpu().eval(), history
 
 
+def train_joint(spectrum_encoder, image_encoder, fusion, arrays: dict, split: np.ndarray, config: BatmmConfig,
+                progress=None, checkpoint_dir=None, resume=False, should_stop=None):
+    """The joint phase: after the transfer phase, both encoders and the fusion are trained together
+    at the low ``joint_learning_rate`` for ``joint_epochs`` (the fused loss plus the encoders' own
+    losses, weighted ``JOINT_AUXILIARY_WEIGHT``, so that their unimodal heads stay valid). The modules are
+    updated in place and left at the epoch of lowest validation loss; returns the history."""
+    seed_everything(config.seed + 2)
+    joint = JointModel(spectrum_encoder, image_encoder, fusion)
+    task = ClassifierTask(joint, joint_inputs(config.missing_modality_rate, config.augment_cutouts),
+                          config.joint_learning_rate, config.weight_decay)
+    data = {"spectrum": arrays["spectrum"], "image": arrays["image"], "label": arrays["label"]}
+    history = train(task, {k: v[split == 0] for k, v in data.items()}, {k: v[split == 1] for k, v in data.items()},
+                    _loop(config, config.joint_epochs, config.patience), progress=progress,
+                    checkpoint_dir=checkpoint_dir, resume=resume, should_stop=should_stop)
+    for module in (spectrum_encoder, image_encoder, fusion):
+        module.cpu().eval()
+    return history
+
+
 @torch.no_grad()
 def fusion_logits(fusion, spectral_tokens, image_tokens, has_spectrum=None, has_image=None, batch_size=512):
     """The fusion's logits (n,) over all objects; ``has_*`` (n,) bool marks present modalities."""
@@ -181,10 +267,14 @@ def fusion_logits(fusion, spectral_tokens, image_tokens, has_spectrum=None, has_
 # ============================================================================ fit
 def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dict], None] | None = None,
         runs_root=None, run_id: str | None = None, data_source: dict | None = None,
-        should_stop: Callable[[], bool] | None = None, resume: bool = False) -> BatmmRun:
+        should_stop: Callable[[], bool] | None = None, resume: bool = False, encoders: tuple | None = None) -> BatmmRun:
     """Train BATMM on ``dataset`` (spectra + ugriz cutouts + ``label``) and save the run under
     ``runs_root/<id>/``. ``data_source`` records how to rebuild the data (default: the dataset's
-    provenance). Progress (one scale over the three phases) also goes to the run folder."""
+    provenance). Progress (one scale over the phases) also goes to the run folder.
+
+    ``encoders``: (spectrum encoder, image encoder) already trained alone on this config's split
+    (the bench trains them once per seed and reuses them for every fusion); they are copied, not
+    changed, and the unimodal phases are skipped."""
     check_dataset(dataset)
     split = split_indices(dataset.labels, config.test_fraction, config.val_fraction, config.seed)
     arrays = model_inputs(dataset)
@@ -195,9 +285,10 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
     if is_main_process() and not (resume and (folder / "run.json").exists()):
         record.write()
     per_epoch = count_batches(int((split == 0).sum()), config.batch_size)
-    phases = {"spectrum encoder": 0, "image encoder": config.encoder_epochs,
-              "fusion": 2 * config.encoder_epochs}
-    total = (2 * config.encoder_epochs + config.fusion_epochs) * per_epoch
+    encoder_epochs = 0 if encoders is not None else config.encoder_epochs
+    phases = {"spectrum encoder": 0, "image encoder": encoder_epochs, "fusion": 2 * encoder_epochs,
+              "joint": 2 * encoder_epochs + config.fusion_epochs}
+    total = (2 * encoder_epochs + config.fusion_epochs + config.joint_epochs) * per_epoch
 
     def reporter(phase: str):
         offset = phases[phase] * per_epoch
@@ -212,17 +303,29 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
         return report
 
     started = time.perf_counter()
+    histories = {}
     with recording_outcome(record):
-        spectrum_encoder, spectrum_history = train_encoder(
-            "spectrum", arrays, split, config, reporter("spectrum encoder"), folder / "checkpoint_spectrum", resume,
-            should_stop)
-        image_encoder, image_history = train_encoder(
-            "image", arrays, split, config, reporter("image encoder"), folder / "checkpoint_image", resume, should_stop)
+        if encoders is not None:
+            spectrum_encoder, image_encoder = (copy.deepcopy(e) for e in encoders)
+        else:
+            spectrum_encoder, histories["spectrum_encoder"] = train_encoder(
+                "spectrum", arrays, split, config, reporter("spectrum encoder"), folder / "checkpoint_spectrum",
+                resume, should_stop)
+            image_encoder, histories["image_encoder"] = train_encoder(
+                "image", arrays, split, config, reporter("image encoder"), folder / "checkpoint_image", resume,
+                should_stop)
+        # The unimodal baselines are the encoders as trained alone (before the joint phase).
         spectrum_out = run_encoder(spectrum_encoder, arrays["spectrum"])
         image_out = run_encoder(image_encoder, arrays["image"])
-        fusion, fusion_history = train_fusion(spectrum_out["tokens"], image_out["tokens"], arrays["label"], split,
-                                              config, reporter("fusion"), folder / "checkpoint_fusion", resume,
-                                              should_stop)
+        unimodal = {"spectrum": spectrum_out["logit"], "image": image_out["logit"]}
+        fusion, histories["fusion"] = train_fusion(spectrum_out["tokens"], image_out["tokens"], arrays["label"], split,
+                                                   config, reporter("fusion"), folder / "checkpoint_fusion", resume,
+                                                   should_stop)
+        if config.joint_epochs:
+            histories["joint"] = train_joint(spectrum_encoder, image_encoder, fusion, arrays, split, config,
+                                             reporter("joint"), folder / "checkpoint_joint", resume, should_stop)
+            spectrum_out = run_encoder(spectrum_encoder, arrays["spectrum"])
+            image_out = run_encoder(image_encoder, arrays["image"])
     train_seconds = time.perf_counter() - started
     if not is_main_process():  # the other torchrun ranks have helped train; rank 0 saves the run
         return BatmmRun(record, config, spectrum_encoder, image_encoder, fusion)
@@ -243,8 +346,8 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
         "test": classification_metrics(label[test], probability[test]),
         "test_uncalibrated_ece": reliability(label[test], sigmoid(logit[test]))["ece"],
         "test_ece": reliability(label[test], probability[test])["ece"],
-        "spectrum_only_attention": classification_metrics(label[test], sigmoid(spectrum_out["logit"][test])),
-        "image_only": classification_metrics(label[test], sigmoid(image_out["logit"][test])),
+        "spectrum_only_attention": classification_metrics(label[test], sigmoid(unimodal["spectrum"][test])),
+        "image_only": classification_metrics(label[test], sigmoid(unimodal["image"][test])),
         "missing_spectrum": classification_metrics(label[test], sigmoid(no_spectrum[test])),
         "missing_image": classification_metrics(label[test], sigmoid(no_image[test])),
         "segment_weights": spectrum_out["weights"][test].mean(axis=0).tolist() if "weights" in spectrum_out else None,
@@ -253,7 +356,7 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
     saved = {"ids": np.asarray(dataset.labels["id"]).astype(str) if "id" in dataset.labels.colnames
              else np.array([f"star-{i}" for i in range(n)]),
              "split": split, "label": label, "logit": logit, "probability": probability,
-             "spectrum_logit": spectrum_out["logit"], "image_logit": image_out["logit"],
+             "spectrum_logit": unimodal["spectrum"], "image_logit": unimodal["image"],
              "band_weights": image_out["weights"]}
     if "weights" in spectrum_out:
         saved["segment_weights"] = spectrum_out["weights"]
@@ -261,8 +364,7 @@ def fit(dataset: Dataset, config: BatmmConfig, progress: Callable[[int, int, dic
         if column in dataset.labels.colnames:
             saved[f"label_{column}"] = np.asarray(dataset.labels[column], float)
     save_arrays(folder / "arrays.npz", saved)
-    record.history = {"spectrum_encoder": spectrum_history.to_dict(), "image_encoder": image_history.to_dict(),
-                      "fusion": fusion_history.to_dict()}
+    record.history = {name: history.to_dict() for name, history in histories.items()}
     record.metrics = metrics
     record.status = "done"
     record.write()
