@@ -490,6 +490,9 @@
     else if (args.kind === "scatter") { renderScatter(args); }
   });
   if (typeof ResizeObserver !== "undefined") { new ResizeObserver(fitHeight).observe(document.body); }
+  window.addEventListener("resize", function () {  // the iframe follows the page's width; so do the charts
+    [G.chart, S.chart].forEach(function (chart) { if (chart && chart.data && typeof Plotly !== "undefined") { Plotly.Plots.resize(chart); } });
+  });
   window.AstroLive = {parseDecoder: parseDecoder, decode: decode, loadDecoder: loadDecoder, cpInputs: cpInputs};
   post("streamlit:componentReady", {apiVersion: 1});
 })();
