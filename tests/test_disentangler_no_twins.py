@@ -109,13 +109,16 @@ def test_preset_for_data_without_fingerprints(toy_dataset):
     assert preset_for_data("paper", ["teff", "logg"]) == "paper"  # the paper's discriminators stay
     config = DisentanglerConfig.preset("fast-no-twins")
     assert not config.use_twins and config.twin_weight == 0 and config.dependence == "hsic"
+    assert config.latent_candidates == (4, 8, 12)  # the size is chosen on validation
+    with pytest.raises(ValueError, match="fit_run"):
+        fit(without_fingerprints(toy_dataset), config)
     assert DisentanglerConfig.preset("paper").adversary == "classifier"
 
 
 def test_no_twin_recipe_trains_with_fresh_adversaries_and_round_trips(toy_dataset, tmp_path):
     survey = without_fingerprints(toy_dataset)
     config = DisentanglerConfig.preset("fast-no-twins", epochs=2, encoder_components=8, decoder_refit_epochs=1,
-                                       adversary_refit_steps=5, batch_size=32)
+                                       adversary_refit_steps=5, batch_size=32, latent_candidates=())
     run = fit(survey, config, runs_root=tmp_path)
     assert run.record.metrics["twins"] == "off: no fingerprint column"
     history = epochs_of(run)
@@ -138,6 +141,7 @@ def test_cli_picks_the_no_twin_preset_for_data_without_fingerprints(tmp_path, ca
     captured = capsys.readouterr()
     assert "fast-no-twins" in captured.err
     assert '"twins": "off: no fingerprint column"' in captured.out
+    assert '"latent_choice"' in captured.out  # one model per candidate size, one kept
 
 
 def test_random_label_payne_set_has_no_twins(shared_data):

@@ -199,17 +199,22 @@ DisentanglerConfig.PRESETS = {
             encoder="cp-polynomial", cp_features="fourier", activation="silu",
         ),
         # For data without twins (no fingerprint column, e.g. survey spectra): the fast recipe
-        # without the twin term and twin codes, a small latent, a weaker adversary (lambda 0.01)
+        # without the twin term and twin codes, a small latent, a weak adversary (lambda 0.01)
         # and a per-batch HSIC penalty between z and the conditional parameters, which removes
         # the Teff and log g that adversaries alone leave in z (benchmarks/README.md, "Without
-        # twins"). preset_for_data picks it for ``fast`` when the data has no fingerprint column.
+        # twins"). The latent size is chosen on validation among 4, 8 and 12 (choose_latent.py):
+        # how much chemistry a survey's spectra carry is not known in advance. The long decoder
+        # refit leaves the latent as it is and halves the reconstruction error of the 8-d latent
+        # on the APOGEE-like grid (5 -> 30 epochs). preset_for_data picks it for ``fast`` when
+        # the data has no fingerprint column.
         "fast-no-twins": dict(
             latent_dim=4, latent_activation="batchnorm", scaling="standard",
             adversary="regression", objective="bounded", lambdas=(0.01,),
             adversary_hidden=(128, 64), adversary_learning_rate=2e-3,
             lambda_warmup_epochs=3, adversary_steps=5, use_twins=False, twin_weight=0.0,
-            twin_code_steps=0, dependence="hsic", dependence_weight=0.3, epochs=20,
-            decoder_refit_epochs=5, batch_size=128, test_fraction=0.3,
+            twin_code_steps=0, dependence="hsic", dependence_weight=1.0, epochs=20,
+            decoder_refit_epochs=30, latent_candidates=(4, 8, 12), max_leakage=0.15,
+            batch_size=128, test_fraction=0.3,
             encoder="cp-polynomial", cp_features="fourier", activation="silu",
         ),
         "paper": dict(epochs=200, batch_size=64),

@@ -329,6 +329,9 @@ def fit(
     "apogee", "params": {...}}) so the app can show the original spectra later. Progress is also
     written to the run folder, so another process can follow it.
     """
+    if config.latent_candidates:
+        raise ValueError("This config chooses its latent size among latent_candidates: train it with "
+                         "choose_latent.fit_run, which trains one model per size.")
     missing = [name for name in config.conditional if name not in dataset.labels.colnames]
     if missing:
         raise DataError(
