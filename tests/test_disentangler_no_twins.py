@@ -214,3 +214,12 @@ def test_latent_size_chosen_on_validation_and_resumed(toy_dataset, tmp_path):
     assert list(table["Latent dimensions"]) == [2, 3] and table["Kept"].sum() == 1
     assert "Teff [K] R² (validation)" in table.columns or any(c.startswith("Teff") for c in table.columns)
     assert latent_choice_table(candidate.record) is None
+
+
+def test_too_few_stars_for_validation_train_the_preset_latent_and_say_so(toy_dataset, tmp_path):
+    from astrocore.methods.disentangle import fit_run
+
+    config = DisentanglerConfig.preset("fast-no-twins", batch_size=32, val_fraction=0.001, **TINY)
+    run = fit_run(without_fingerprints(toy_dataset), config, runs_root=tmp_path)
+    choice = load_run(run.path).record.metrics["latent_choice"]
+    assert "validation split" in choice["skipped"] and run.config.latent_dim == config.latent_dim == choice["kept"]

@@ -159,7 +159,7 @@ def latent_choice_table(record) -> pd.DataFrame | None:
     size, validation R^2 of each conditional parameter read from the latent, validation
     reconstruction MSE (continuum-normalised flux squared) and which was kept; None for other runs."""
     choice = (record.metrics or {}).get("latent_choice")
-    if not choice:
+    if not choice or "candidates" not in choice:
         return None
     rows = []
     for candidate in choice["candidates"]:

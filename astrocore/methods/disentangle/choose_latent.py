@@ -29,7 +29,7 @@ from ...evaluation import representation_scores, split_index
 from ...runs import RunRecord, claim_run_folder, recording_outcome, write_progress
 from ...training import is_main_process
 from .config import DisentanglerConfig
-from .fit import fit, source_from_provenance
+from .fit import fit, source_from_provenance, split_indices
 from .run import DisentanglerRun
 
 CANDIDATES_FOLDER = "candidates"
@@ -114,9 +114,20 @@ def fit_choosing_latent(dataset: Dataset, config: DisentanglerConfig,
 def fit_run(dataset: Dataset, config: DisentanglerConfig, **options) -> DisentanglerRun:
     """Train a disentangler: :func:`fit_choosing_latent` when the config lists latent candidates,
     else :func:`fit` (same options)."""
-    if config.latent_candidates:
-        return fit_choosing_latent(dataset, config, **options)
-    return fit(dataset, config, **options)
+    if not config.latent_candidates:
+        return fit(dataset, config, **options)
+    split = split_indices(dataset.labels, config.test_fraction, config.val_fraction, config.seed)
+    if not (split == 1).any():
+        # Too few stars (or chemistries) for a validation split: no choice can be made, so the
+        # preset's latent_dim is trained and the run says why.
+        run = fit(dataset, dataclasses.replace(config, latent_candidates=()), **options)
+        if is_main_process():
+            run.record.metrics["latent_choice"] = {
+                "kept": config.latent_dim, "skipped": "too few stars for a validation split; "
+                                                      f"latent_dim {config.latent_dim} trained without a choice"}
+            run.record.write()
+        return run
+    return fit_choosing_latent(dataset, config, **options)
 
 
 def _finished(folder: Path) -> bool:
