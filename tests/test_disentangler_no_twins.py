@@ -110,6 +110,7 @@ def test_preset_for_data_without_fingerprints(toy_dataset):
     config = DisentanglerConfig.preset("fast-no-twins")
     assert not config.use_twins and config.twin_weight == 0 and config.dependence == "hsic"
     assert config.latent_candidates == (4, 8, 12)  # the size is chosen on validation
+    assert DisentanglerConfig.preset("fast-no-twins", latent_dim=6).latent_candidates == ()  # unless given
     with pytest.raises(ValueError, match="fit_run"):
         fit(without_fingerprints(toy_dataset), config)
     assert DisentanglerConfig.preset("paper").adversary == "classifier"

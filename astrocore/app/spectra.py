@@ -525,7 +525,12 @@ def training_phases(preset: str, epochs: int | None = None) -> str:
         parts.append(f"{config.twin_code_steps} twin-code steps (when the data have twins)")
     if config.decoder_refit_epochs:
         parts.append(f"{config.decoder_refit_epochs} epochs of decoder refit")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    if config.latent_candidates:
+        sizes = ", ".join(str(size) for size in config.latent_candidates)
+        text = (f"{text}; all of it once per latent size ({sizes}), then the size chosen on the validation "
+                "stars is kept")
+    return text
 
 
 def upload_novelty(run, dataset: Dataset, max_spectra: int = 256) -> str | None:

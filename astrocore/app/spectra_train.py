@@ -7,7 +7,7 @@ import streamlit as st
 from .. import jobs
 from ..data.names import label_title
 from ..data.dataset import DataError
-from ..methods.disentangle.config import preset_for_data
+from ..methods.disentangle.config import DisentanglerConfig, preset_for_data
 from ..runs import runs_dir
 from . import common as app_common
 from . import plots
@@ -137,15 +137,21 @@ def train_tab(run, record, default_settings: dict) -> None:
         suggested = preset_for_data("fast", dataset.labels.colnames)
         preset = columns[2].selectbox("Preset", list(PRESETS), index=list(PRESETS).index(suggested),
                                       format_func=PRESETS.get, key="train_preset")
+        sizes = ", ".join(str(size) for size in DisentanglerConfig.preset(preset).latent_candidates)
         if suggested != "fast":
             columns[2].caption("No fingerprint column: no two spectra are known to share a chemistry, so the "
-                               "twin terms are off (fast-no-twins).")
+                               "twin terms are off (fast-no-twins)."
+                               + (f" It trains one model per latent size ({sizes}) and keeps the size chosen on "
+                                  "the validation stars, unless you set the latent dimensions below." if sizes else ""))
         columns = st.columns(4)
         epochs = columns[0].number_input("Epochs (0: the preset's)", 0, 1000, 0, key="train_epochs")
         lambdas = columns[1].text_input("λ (one, or one per parameter)", "", key="train_lambdas",
                                         placeholder="preset default", help="Weight of the adversarial term, e.g. "
                                         "0.05 or '0.05, 0.02'. The paper uses 0.001 with its recipe.")
-        latent = columns[2].number_input("Latent dimensions (0: the preset's)", 0, 256, 0, key="train_latent")
+        latent = columns[2].number_input("Latent dimensions (0: the preset's)", 0, 256, 0, key="train_latent",
+                                         help="0 keeps the preset's" + (f": it chooses among {sizes} on the "
+                                              "validation stars" if sizes else "") + ". Any other value is trained "
+                                              "as given.")
         seed = columns[3].number_input("Seed", 0, 10**6, 0, key="train_seed")
         columns = st.columns(4)
         schedule = columns[0].selectbox(

@@ -183,6 +183,14 @@ class DisentanglerConfig(PresetConfig):
         if not 0 < self.test_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise ValueError("test_fraction must be in (0, 1) and val_fraction in [0, 1).")
 
+    @classmethod
+    def preset(cls, name: str = "fast", **overrides):
+        """The named preset with ``overrides``. A latent size given explicitly (``latent_dim``) is
+        trained as given: it replaces the preset's ``latent_candidates`` unless those are given too."""
+        if "latent_dim" in overrides and "latent_candidates" not in overrides:
+            overrides["latent_candidates"] = ()
+        return super().preset(name, **overrides)
+
     def lambda_for(self, index: int) -> float:
         return self.lambdas[0] if len(self.lambdas) == 1 else self.lambdas[index]
 
