@@ -209,11 +209,8 @@ def train_encoder(kind: str, arrays: dict, split: np.ndarray, config: BatmmConfi
 
     task = ClassifierTask(encoder, inputs, config.learning_rate, config.weight_decay)
     data = {"x": arrays[kind], "label": arrays["label"]}
-    # With augmented cutouts the image encoder's validation loss jumps about while the rate is high
-    # and keeps falling to the end of the cosine schedule: no early stop (the best epoch is kept).
-    patience = None if augment else config.patience
     history = train(task, {k: v[split == 0] for k, v in data.items()}, {k: v[split == 1] for k, v in data.items()},
-                    _loop(config, config.encoder_epochs, patience), progress=progress,
+                    _loop(config, config.encoder_epochs, config.patience), progress=progress,
                     checkpoint_dir=checkpoint_dir, resume=resume, should_stop=should_stop)
     return encoder.cpu().eval(), history
 
