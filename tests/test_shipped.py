@@ -81,7 +81,11 @@ def test_first_visit_opens_the_shipped_model_without_training(tmp_path, monkeypa
     seconds = time.perf_counter() - started
     assert not at.exception, [e.value for e in at.exception]
     assert at.radio(key="star_source").value.startswith("held-out stars shipped")
-    assert at.get("plotly_chart"), "the Generate view shows a spectrum"
+    live = [json.loads(element.proto.json_args) for element in at.get("component_instance")]
+    generate = [args for args in live if args.get("kind") == "generate"]
+    assert generate and any(trace["name"] == "Generated" for trace in generate[0]["figure"]["data"]), \
+        "the Generate view (the live component) shows a generated spectrum"
+    assert generate[0]["decoder_url"], "the browser gets the shipped model's decoder"
     assert not jobs.training_jobs(tmp_path / "runs"), "no training job on a first visit"
     installed = {record.id: record.status for record in list_runs(tmp_path / "runs")}
     assert installed == {path.name: "done" for path in SHIPPED}, "every shipped run is installed, finished"
