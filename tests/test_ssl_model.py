@@ -217,3 +217,28 @@ def test_cancel_then_resume_gives_the_uninterrupted_run(tmp_path):
     config = SSLConfig.preset("fast", **{**TINY, "epochs": 3})
     whole, resumed = cancelled_then_resumed(fit, cutouts, config, tmp_path, stop_after=3)
     np.testing.assert_allclose(resumed.features(cutouts.images[:6]), whole.features(cutouts.images[:6]), atol=1e-5)
+
+
+def test_bench_runs_every_scheme_and_its_record_matches_the_runs(tmp_path):
+    """The bench trains the three pretext networks once and every scheme at every label count; the
+    record rebuilt from the run folders (a bench stopped early) gives the same accuracies."""
+    from astrocore.methods.ssl.bench import BENCH_SCHEMES, bench_ssl, summarise_runs
+
+    lines = []
+    record = bench_ssl(sets=("star_galaxy",), label_counts=(12, 0), seeds=1, n_pretext=90, n_labelled=80,
+                       runs_root=tmp_path, progress=lines.append, overrides={**TINY, "max_error": 5.0})
+    assert set(record["star_galaxy"]) == {"12", "all"}
+    for count in ("12", "all"):
+        entry = record["star_galaxy"][count]
+        assert set(entry) == set(BENCH_SCHEMES) | {"best"}
+        assert entry["best"] in BENCH_SCHEMES
+        for scheme in BENCH_SCHEMES:
+            assert 0 <= entry[scheme]["accuracy"]["mean"] <= 1 and entry[scheme]["accuracy"]["n"] == 1
+    assert set(record["pretext_train_s"]) == {"magnitudes", "contrastive", "both"}
+    assert set(record["both_mae_per_band"]) == set(record["pretext_mae_per_band"])
+    assert record["pretext_r_range"] == [14.0, 19.5]
+    assert any("frozen_both" in line for line in lines)
+    rebuilt = summarise_runs(tmp_path)
+    for count in ("12", "all"):
+        for scheme in BENCH_SCHEMES:
+            assert rebuilt["star_galaxy"][count][scheme]["accuracy"] == record["star_galaxy"][count][scheme]["accuracy"]

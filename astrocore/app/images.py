@@ -29,6 +29,7 @@ BENCH_FILE = ROOT / "benchmarks" / "ssl_fast.json"
 UPLOAD_TYPES = ["fits", "fit", "fts", "png", "jpg", "jpeg"]
 SCHEME_TITLES = {"scratch": "from scratch", "frozen_pretext": "frozen magnitude features",
                  "finetune_pretext": "fine-tuned magnitude net", "frozen_contrastive": "frozen contrastive features",
+                 "frozen_both": "frozen magnitude + contrastive features",
                  "imagenet": "frozen ImageNet features"}
 
 

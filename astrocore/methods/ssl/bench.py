@@ -16,7 +16,18 @@ from .evaluate import classify_one_ms
 from .fit import fit
 from .run import SSLRun
 
-BENCH_SCHEMES = ("scratch", "frozen_pretext", "finetune_pretext", "frozen_contrastive")
+BENCH_SCHEMES = ("scratch", "frozen_pretext", "finetune_pretext", "frozen_contrastive", "frozen_both")
+# A bench scheme is a downstream scheme on one pretext network: "frozen_both" is the frozen scheme on
+# the network trained on magnitudes and the contrastive objective together.
+SCHEME_PRETEXT = {"scratch": None, "frozen_pretext": "magnitudes", "finetune_pretext": "magnitudes",
+                  "frozen_contrastive": "contrastive", "frozen_both": "both"}
+PRETEXT_OBJECTIVES = ("magnitudes", "contrastive", "both")
+
+
+def bench_scheme(scheme: str, pretext_objective: str | None) -> str:
+    """The bench's name for a downstream run: its scheme, or ``frozen_both`` for frozen features of
+    a network pre-trained on both objectives."""
+    return "frozen_both" if scheme == "frozen_pretext" and pretext_objective == "both" else scheme
 
 
 def _summary(values: list[float]) -> dict:
@@ -31,7 +42,7 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
               main_seeds: int | None = None, main_label_counts=None, pretext_epochs: int | None = None,
               contrastive_objects: int | None = None, downstream_overrides: dict | None = None,
               pretext_paths: dict | None = None) -> dict:
-    """Train the pretext networks (magnitudes; contrastive) once, then every downstream scheme on
+    """Train the pretext networks (magnitudes; contrastive; both) once, then every downstream scheme on
     each label set at each label count (0 = all labels) for ``seeds`` seeds. Returns the record
     written to benchmarks/ssl_fast.json.
 
@@ -39,7 +50,7 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
     others; ``contrastive_objects`` trains the contrastive network on the first that many cutouts
     (it costs two augmented views per cutout); ``downstream_overrides`` change the downstream
     configs only (e.g. a smaller batch). ``pretext_paths`` ({"magnitudes": folder, "contrastive":
-    folder}) reuses pretext runs instead of training them."""
+    folder, "both": folder}) reuses pretext runs instead of training them.""" 
     say = progress or (lambda line: None)
     overrides = dict(overrides or {})
     started = time.perf_counter()
@@ -51,14 +62,16 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         simulate_s = time.perf_counter() - t0
         say(f"pretext data: {len(unlabelled)} cutouts in {simulate_s:.0f} s")
         pretext = {}
-        for objective in ("magnitudes", "contrastive"):
+        needed = [o for o in PRETEXT_OBJECTIVES if o == "magnitudes" or o in {SCHEME_PRETEXT[s] for s in schemes}]
+        for objective in needed:
             if pretext_paths and objective in pretext_paths:
                 pretext[objective] = SSLRun.load(pretext_paths[objective])
                 continue
             config = SSLConfig.preset(preset, stage="pretext", pretext=objective, **{
                 **overrides, **({"epochs": pretext_epochs} if pretext_epochs else {})})
             data, data_source = unlabelled, source
-            if objective == "contrastive" and contrastive_objects and contrastive_objects < len(unlabelled):
+            # The contrastive term costs two augmented views per cutout: it may train on fewer.
+            if objective != "magnitudes" and contrastive_objects and contrastive_objects < len(unlabelled):
                 data = unlabelled.subset(np.arange(contrastive_objects))
                 data_source = {**source, "first": int(contrastive_objects)}
             pretext[objective] = fit(data, config, runs_root=root, data_source=data_source)
@@ -67,16 +80,19 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         metrics = pretext["magnitudes"].record.metrics
         result = {
             "preset": preset, "survey": survey, "n_pretext_objects": len(unlabelled),
+            "pretext_r_range": list(source["params"]["r_range"]),
             "n_pretext_kept": metrics["n_kept"], "n_labelled_per_set": n_labelled, "seeds": seeds,
             "pretext_mae_per_band": metrics["pretext_mae_per_band"],
             "photometric_error_per_band": metrics["photometric_error_per_band"],
             "photometry_minus_true_per_band": metrics["photometry_minus_true_per_band"],
-            "contrastive_probe_mae_per_band": pretext["contrastive"].record.metrics["pretext_mae_per_band"],
             "pretext_train_s": {k: run.record.metrics["train_seconds"] for k, run in pretext.items()},
             "pretext_epochs": pretext["magnitudes"].config.epochs,
             "contrastive_objects": min(contrastive_objects or len(unlabelled), len(unlabelled)),
             "simulate_pretext_s": round(simulate_s, 1),
         }
+        for objective, key in (("contrastive", "contrastive_probe_mae_per_band"), ("both", "both_mae_per_band")):
+            if objective in pretext:
+                result[key] = pretext[objective].record.metrics["pretext_mae_per_band"]
         last = None
         for name in sets:
             labelled_source = label_set_source(name, n_labelled, survey=survey)
@@ -89,10 +105,11 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
                 for scheme in schemes:
                     scores = {"accuracy": [], "macro_f1": [], "train_s": []}
                     for seed in range(main_seeds if is_main and main_seeds else seeds):
-                        config = SSLConfig.preset(preset, stage="downstream", scheme=scheme, seed=seed,
+                        config = SSLConfig.preset(preset, stage="downstream", seed=seed,
+                                                  scheme="frozen_pretext" if scheme == "frozen_both" else scheme,
                                                   n_labels=None if key == "all" else int(count),
                                                   **{**overrides, **(downstream_overrides or {})})
-                        base = pretext["contrastive" if scheme == "frozen_contrastive" else "magnitudes"]
+                        base = pretext.get(SCHEME_PRETEXT[scheme])
                         run = fit(labelled, config, runs_root=root, data_source=labelled_source,
                                   pretext_run=base if config.uses_pretext_run else None)
                         for metric in ("accuracy", "macro_f1"):
@@ -118,11 +135,13 @@ def summarise_runs(runs_root) -> dict:
     result: dict = {"partial": True}
     pretext = [r for r in records if r.config.get("stage") == "pretext"]
     for record in pretext:
-        if record.config.get("pretext") == "magnitudes":
+        objective = record.config.get("pretext")
+        if objective == "magnitudes":
             for key in ("pretext_mae_per_band", "photometric_error_per_band", "photometry_minus_true_per_band"):
                 result[key] = record.metrics[key]
         else:
-            result["contrastive_probe_mae_per_band"] = record.metrics["pretext_mae_per_band"]
+            key = "both_mae_per_band" if objective == "both" else "contrastive_probe_mae_per_band"
+            result[key] = record.metrics["pretext_mae_per_band"]
     groups: dict = {}
     pool = {}
     for record in records:
@@ -132,8 +151,9 @@ def summarise_runs(runs_root) -> dict:
         n_labels = record.config.get("n_labels")
         key = "all" if n_labels is None else str(n_labels)
         pool[name] = max(pool.get(name, 0), record.data.get("n_labels", 0))
+        scheme = bench_scheme(record.config["scheme"], (record.data.get("pretext_config") or {}).get("pretext"))
         scores = groups.setdefault(name, {}).setdefault(key, {}).setdefault(
-            record.config["scheme"], {"accuracy": [], "macro_f1": [], "train_s": []})
+            scheme, {"accuracy": [], "macro_f1": [], "train_s": []})
         scores["accuracy"].append(record.metrics["accuracy"])
         scores["macro_f1"].append(record.metrics["macro_f1"])
         scores["train_s"].append(record.metrics["train_seconds"])

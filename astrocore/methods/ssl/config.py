@@ -33,7 +33,11 @@ class SSLConfig:
     backbone: str = "small_vgg"
     width: int = 16  # small_vgg: channels of the first block (then 2x, 4x, 4x)
     head_hidden: int = 128  # the paper's head: dense -> ReLU -> dropout -> output
-    dropout: float = 0.5
+    dropout: float = 0.5  # the classifier head's
+    # The magnitude head's dropout. 0 in both presets: dropout 0.5 in a regression head halves the
+    # precision of the predicted magnitudes and, through them, of the features (measured: frozen
+    # features 0.82 -> 0.87 accuracy at 100 labels on star/galaxy/quasar, the same network).
+    magnitude_dropout: float = 0.0
     projection_dim: int = 64  # contrastive projection head output
     temperature: float = 0.2
     learning_rate: float = 1e-3
@@ -41,6 +45,10 @@ class SSLConfig:
     head_learning_rate: float = 3e-3
     head_epochs: int = 30  # frozen schemes: the head's epochs; finetune: head-only epochs first
     weight_decay: float = 1e-4
+    # The classifier head on frozen features (and fine-tuning's head-first phase): 100 labels and
+    # a 128-wide head overfit; AdamW's usual 0.01 halves the spread over seeds (frozen magnitude
+    # features at 100 labels on star/galaxy/quasar: 0.913 +- 0.033 -> 0.924 +- 0.016, 6 seeds).
+    head_weight_decay: float = 1e-2
     augment_shift: int = 2
     augment_blur: float = 0.8
     augment_noise: float = 1.0
@@ -72,10 +80,11 @@ class SSLConfig:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
         if self.head_epochs < 0 or self.min_steps < 0:
             raise ValueError("head_epochs and min_steps must be >= 0.")
-        if self.head_epochs < 0:
-            raise ValueError(f"head_epochs must be >= 0; got {self.head_epochs}.")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
+        for name in ("dropout", "magnitude_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}.")
+        if min(self.weight_decay, self.head_weight_decay) < 0:
+            raise ValueError("weight_decay and head_weight_decay must be >= 0.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}.")
         if min(self.learning_rate, self.finetune_learning_rate, self.head_learning_rate) <= 0:
@@ -106,7 +115,10 @@ class SSLConfig:
         """``fast``: a small VGG-style net, minutes on 2 CPU cores (the app's default);
         ``paper``: the published VGG-16-style backbone and schedule, for a GPU."""
         presets = {
-            "fast": dict(backbone="small_vgg", width=16, head_hidden=128, epochs=10, batch_size=128),
+            # width 32, not 16: frozen magnitude features 0.87 -> 0.91 accuracy at 100 labels on
+            # star/galaxy/quasar. max_error 1 mag, not the paper's 0.1: at r 14-19.5 the paper's cut
+            # keeps 18 % of the cutouts, all bright, and the features fall back to 0.84.
+            "fast": dict(backbone="small_vgg", width=32, head_hidden=128, epochs=10, batch_size=128, max_error=1.0),
             "paper": dict(backbone="vgg16_bn", head_hidden=512, epochs=100, batch_size=64, learning_rate=1e-4,
                           finetune_learning_rate=1e-5, head_epochs=10, lr_schedule="constant", patience=10),
         }

@@ -281,7 +281,7 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
             n_train = len(train_index)
             settings = LoopSettings(epochs=head_epochs, batch_size=256, seed=config.seed, device=config.device,
                                     lr_schedule="cosine")
-            history = train(HeadTask(net.classifier, config.head_learning_rate, config.weight_decay),
+            history = train(HeadTask(net.classifier, config.head_learning_rate, config.head_weight_decay),
                             {k: v[:n_train] for k, v in arrays.items()}, {k: v[n_train:] for k, v in arrays.items()},
                             settings, progress=reporter.phase("head", head_epochs * count_batches(n_train, 256)),
                             should_stop=should_stop)

@@ -4,7 +4,7 @@
       -> asinh(flux / softening)                per band; keeps faint wings and bright cores
       -> backbone                               small VGG-style net, or a timm VGG / ResNet
       -> features (n, d)                        what the explorer projects and the heads read
-         -> magnitude head: dense, ReLU, dropout, dense, sigmoid   (magnitude / 30, saturating)
+         -> magnitude head: dense, ReLU, dense, sigmoid            (magnitude / 30, saturating)
          -> projection head: dense, ReLU, dense                     (contrastive, SimCLR)
          -> classifier: batch norm, dense, ReLU, dropout, dense     (logits; softmax outside)
 
@@ -70,7 +70,7 @@ class CutoutNet(nn.Module):
         self.register_buffer("softening", torch.ones(n_bands))  # per band, image units
         self.register_buffer("image_size", torch.tensor(int(size)))
         self.backbone, self.n_features = build_backbone(config.backbone, n_bands, config.width)
-        self.magnitude_head = head(self.n_features, config.head_hidden, n_bands, config.dropout)
+        self.magnitude_head = head(self.n_features, config.head_hidden, n_bands, config.magnitude_dropout)
         self.projection = nn.Sequential(nn.Linear(self.n_features, self.n_features), nn.ReLU(inplace=True),
                                         nn.Linear(self.n_features, config.projection_dim))
         self.classifier = (head(self.n_features, config.head_hidden, n_classes, config.dropout, normalise=True)
