@@ -16,7 +16,7 @@ from astrocore.methods.ssl.classify import classify_files
 from astrocore.methods.ssl.config import SSLConfig
 from astrocore.methods.ssl.fit import downstream_split, fit
 from astrocore.methods.ssl.imagenet import imagenet_status
-from astrocore.methods.ssl.model import CutoutNet, augment, blur, nt_xent
+from astrocore.methods.ssl.model import CutoutNet, augment, blur, dihedral_views, nt_xent
 from astrocore.methods.ssl.run import SSLRun
 
 TINY = dict(epochs=1, head_epochs=1, min_steps=2, batch_size=32, width=4, head_hidden=8, val_objects=10)
@@ -65,6 +65,12 @@ def test_config_validation():
         SSLConfig(scheme="magic")
     with pytest.raises(ValueError, match="n_labels"):
         SSLConfig(n_labels=1)
+    with pytest.raises(ValueError, match="head_views"):
+        SSLConfig(head_views=0)
+    with pytest.raises(ValueError, match="magnitude_dropout"):
+        SSLConfig(magnitude_dropout=1.0)
+    with pytest.raises(ValueError, match="head_weight_decay"):
+        SSLConfig(head_weight_decay=-1.0)
     config = SSLConfig.preset("paper")
     assert config.backbone == "vgg16_bn" and SSLConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
 
@@ -242,3 +248,30 @@ def test_bench_runs_every_scheme_and_its_record_matches_the_runs(tmp_path):
     for count in ("12", "all"):
         for scheme in BENCH_SCHEMES:
             assert rebuilt["star_galaxy"][count][scheme]["accuracy"] == record["star_galaxy"][count][scheme]["accuracy"]
+
+
+def test_dihedral_views_are_the_eight_distinct_orientations():
+    images = np.random.default_rng(0).normal(size=(3, 2, 8, 8)).astype(np.float32)
+    views = dihedral_views(images)
+    assert len(views) == 8 and np.array_equal(views[0], images)
+    flat = {view.tobytes() for view in views}
+    assert len(flat) == 8  # a random image has no symmetry: eight different arrays
+    for view in views:  # orientation changes no pixel value, so no flux
+        np.testing.assert_allclose(view.sum(axis=(2, 3)), images.sum(axis=(2, 3)), rtol=1e-5)
+    assert len(dihedral_views(images, 1)) == 1
+    with pytest.raises(ValueError):
+        dihedral_views(images, 9)
+
+
+def test_classifier_heads_keep_the_epoch_of_best_validation_accuracy():
+    """Selection on accuracy, not loss: an overconfident net's loss rises while its accuracy climbs."""
+    from astrocore.methods.ssl.tasks import ClassifierTask, HeadTask
+
+    config = SSLConfig.preset("fast", stage="downstream", width=4, head_hidden=8)
+    net = CutoutNet(3, config, n_classes=2, size=16)
+    assert ClassifierTask(net, 1e-3, 0.0).monitor == "val_error"
+    assert HeadTask(net.classifier, 1e-3, 0.0).monitor == "val_error"
+    assert HeadTask(net.magnitude_head, 1e-3, 0.0, kind="magnitudes").monitor == "val_loss"
+    batch = {"features": torch.randn(6, net.n_features), "target": torch.tensor([0, 1, 0, 1, 0, 1])}
+    metrics = HeadTask(net.classifier, 1e-3, 0.0).validation_step(batch)
+    assert metrics["error"] == pytest.approx(1 - metrics["accuracy"])

@@ -49,6 +49,10 @@ class SSLConfig:
     # a 128-wide head overfit; AdamW's usual 0.01 halves the spread over seeds (frozen magnitude
     # features at 100 labels on star/galaxy/quasar: 0.913 +- 0.033 -> 0.924 +- 0.016, 6 seeds).
     head_weight_decay: float = 1e-2
+    # The head on frozen features trains on this many orientations of each labelled cutout (1-8:
+    # rotations by 90 degrees and mirror images), the frozen schemes' counterpart of the
+    # rotations and flips the scratch and fine-tuned networks see.
+    head_views: int = 8
     augment_shift: int = 2
     augment_blur: float = 0.8
     augment_noise: float = 1.0
@@ -78,6 +82,8 @@ class SSLConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if not 1 <= self.head_views <= 8:
+            raise ValueError(f"head_views must be between 1 and 8; got {self.head_views}.")
         if self.head_epochs < 0 or self.min_steps < 0:
             raise ValueError("head_epochs and min_steps must be >= 0.")
         for name in ("dropout", "magnitude_dropout"):

@@ -24,7 +24,7 @@ from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays,
 from ...training import LoopSettings, count_batches, is_main_process, pick_device, save_modules, seed_everything, train
 from .config import SSLConfig
 from .imagenet import load_imagenet_backbone
-from .model import CutoutNet
+from .model import CutoutNet, dihedral_views
 from .run import SSLRun
 from .tasks import ClassifierTask, HeadTask, PretextTask
 
@@ -263,22 +263,25 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
             "pretext_config": pretext_run.config.to_json() if pretext_run is not None else None}
     record = _start_record(net_config, runs_root, run_id, data, resume)
     frozen = config.scheme in ("frozen_pretext", "frozen_contrastive", "imagenet")
-    head_epochs = _epochs(len(train_index), 256, config.head_epochs, config.min_steps) if (frozen or config.scheme ==
-                                                                              "finetune_pretext") else 0
+    head_rows = len(train_index) * config.head_views  # every orientation of each labelled cutout
+    head_epochs = (_epochs(head_rows, 256, config.head_epochs, config.min_steps)
+                   if frozen or config.scheme == "finetune_pretext" else 0)
     epoch_index = _repeated(train_index)
     image_epochs = 0 if frozen else _epochs(len(epoch_index), config.batch_size, config.epochs,
                                             (3 * config.min_steps) // 4 if config.scheme == "finetune_pretext" else config.min_steps)
-    steps = head_epochs * count_batches(len(train_index), 256) + image_epochs * count_batches(len(epoch_index),
-                                                                                             config.batch_size)
+    steps = head_epochs * count_batches(head_rows, 256) + image_epochs * count_batches(len(epoch_index),
+                                                                                       config.batch_size)
     reporter = _Reporter(record.path, steps, progress)
     started = time.perf_counter()
     run = SSLRun(record, net.eval(), pretext_net=pretext_run.net if pretext_run is not None else None)
     history = None
     with recording_outcome(record):
         if head_epochs:
-            features = run.features(dataset.images[np.concatenate([train_index, val_index])])
-            arrays = {"features": features, "target": target[np.concatenate([train_index, val_index])]}
-            n_train = len(train_index)
+            train_views = dihedral_views(dataset.images[train_index], config.head_views)
+            arrays = {"features": np.concatenate([run.features(view) for view in train_views]
+                                                 + [run.features(dataset.images[val_index])]),
+                      "target": np.concatenate([target[train_index]] * len(train_views) + [target[val_index]])}
+            n_train = head_rows
             settings = LoopSettings(epochs=head_epochs, batch_size=256, seed=config.seed, device=config.device,
                                     lr_schedule="cosine")
             history = train(HeadTask(net.classifier, config.head_learning_rate, config.head_weight_decay),

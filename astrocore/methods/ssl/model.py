@@ -14,6 +14,7 @@ blur) and extra sky noise. None of them changes an object's magnitudes.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -114,6 +115,17 @@ def random_rotate_flip(images: torch.Tensor, generator: torch.Generator | None =
     if flipped.numel():
         out[flipped] = torch.flip(out[flipped], dims=(3,))
     return out
+
+
+def dihedral_views(images: np.ndarray, n_views: int = 8) -> list[np.ndarray]:
+    """The first ``n_views`` (1-8) of a cutout array's (n, bands, h, w) eight orientations: the four
+    rotations by 90 degrees, then the four of the mirror image. The first is the cutout itself."""
+    if not 1 <= n_views <= 8:
+        raise ValueError(f"n_views must be between 1 and 8; got {n_views}.")
+    views = [np.rot90(images, turns, axes=(2, 3)) for turns in range(4)]
+    mirrored = np.flip(images, axis=3)
+    views += [np.rot90(mirrored, turns, axes=(2, 3)) for turns in range(4)]
+    return [np.ascontiguousarray(view) for view in views[:n_views]]
 
 
 def _gaussian_kernel(sigma: float, device) -> torch.Tensor:

@@ -56,11 +56,17 @@ class PretextTask:
         return {key: float(torch.as_tensor(value).detach()) for key, value in losses.items()}
 
 
+# Classifiers keep the epoch of best validation accuracy, not of least validation loss: a net
+# trained on 100 labels grows overconfident, its validation loss rises while its accuracy still
+# climbs (measured: scratch, seed 0, kept epoch 1 at 0.63 against 0.82 at the end).
+CLASSIFIER_MONITOR = "val_error"
+
+
 class ClassifierTask:
     """Cross entropy of the classifier on cutouts (rotations and flips as augmentation); every
     parameter of the backbone and the classifier is trained at ``learning_rate``."""
 
-    monitor = "val_loss"
+    monitor = CLASSIFIER_MONITOR
 
     def __init__(self, net: CutoutNet, learning_rate: float, weight_decay: float, seed: int = 0):
         self.net = net
@@ -80,18 +86,17 @@ class ClassifierTask:
 
     def validation_step(self, batch: dict) -> dict[str, float]:
         logits = self.net.logits(self.net.features(batch["images"]))
-        return {"loss": float(F.cross_entropy(logits, batch["target"])),
-                "accuracy": float((logits.argmax(1) == batch["target"]).float().mean())}
+        accuracy = float((logits.argmax(1) == batch["target"]).float().mean())
+        return {"loss": float(F.cross_entropy(logits, batch["target"])), "accuracy": accuracy, "error": 1 - accuracy}
 
 
 class HeadTask:
     """A head (the paper's dense + dropout) on fixed features: cross entropy for classes
     (``target`` integer) or the magnitude MSE (``targets`` = magnitude / 30, sigmoid output)."""
 
-    monitor = "val_loss"
-
     def __init__(self, head: nn.Module, learning_rate: float, weight_decay: float, kind: str = "classes"):
         self.head, self.kind = head, kind
+        self.monitor = CLASSIFIER_MONITOR if kind == "classes" else "val_loss"
         self.modules = {"head": head}
         self.optimizers = {"head": torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=weight_decay)}
 
@@ -99,7 +104,8 @@ class HeadTask:
         output = self.head(batch["features"])
         if self.kind == "classes":
             loss = F.cross_entropy(output, batch["target"])
-            return loss, {"accuracy": float((output.argmax(1) == batch["target"]).float().mean())}
+            accuracy = float((output.argmax(1) == batch["target"]).float().mean())
+            return loss, {"accuracy": accuracy, "error": 1 - accuracy}
         predicted = torch.sigmoid(output)
         loss = ((predicted - batch["targets"]) ** 2).mean() * MAGNITUDE_SCALE ** 2
         return loss, {"mae_mag": float((predicted - batch["targets"]).abs().mean().detach() * MAGNITUDE_SCALE)}
