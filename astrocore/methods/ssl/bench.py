@@ -3,11 +3,14 @@ scheme (mean and standard deviation over seeds) - the paper's low-data experimen
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ...runs import list_runs
 from .config import SSLConfig
@@ -36,12 +39,12 @@ def _summary(values: list[float]) -> dict:
 
 def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "merger", "morphology_2",
                                           "morphology_4"),
-              label_counts=(100, 1000), seeds: int = 3, n_pretext: int = 12000, n_labelled: int = 3000,
+              label_counts=(100,), seeds: int = 2, n_pretext: int = 12000, n_labelled: int = 4000,
               runs_root=None, progress: Callable[[str], None] | None = None, survey: str = "splus",
               schemes=BENCH_SCHEMES, overrides: dict | None = None, main_set: str = "star_galaxy_quasar",
-              main_seeds: int | None = None, main_label_counts=None, pretext_epochs: int | None = None,
-              contrastive_objects: int | None = None, downstream_overrides: dict | None = None,
-              pretext_paths: dict | None = None) -> dict:
+              main_seeds: int | None = 3, main_label_counts=(100, 200, 500, 1000, 0), pretext_epochs: int | None = 20,
+              contrastive_objects: int | None = 4000, downstream_overrides: dict | None = None,
+              pretext_paths: dict | None = None, workers: int = 1) -> dict:
     """Train the pretext networks (magnitudes; contrastive; both) once, then every downstream scheme on
     each label set at each label count (0 = all labels) for ``seeds`` seeds. Returns the record
     written to benchmarks/ssl_fast.json.
@@ -50,7 +53,9 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
     others; ``contrastive_objects`` trains the contrastive network on the first that many cutouts
     (it costs two augmented views per cutout); ``downstream_overrides`` change the downstream
     configs only (e.g. a smaller batch). ``pretext_paths`` ({"magnitudes": folder, "contrastive":
-    folder, "both": folder}) reuses pretext runs instead of training them.""" 
+    folder, "both": folder}) reuses pretext runs instead of training them. ``workers`` processes
+    (one thread each) train the downstream runs side by side; the results do not depend on it
+    beyond floating-point rounding."""
     say = progress or (lambda line: None)
     overrides = dict(overrides or {})
     started = time.perf_counter()
@@ -93,38 +98,82 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         for objective, key in (("contrastive", "contrastive_probe_mae_per_band"), ("both", "both_mae_per_band")):
             if objective in pretext:
                 result[key] = pretext[objective].record.metrics["pretext_mae_per_band"]
-        last = None
+        jobs = []  # every downstream run: (set, label key, scheme, seed, config, pretext objective)
         for name in sets:
-            labelled_source = label_set_source(name, n_labelled, survey=survey)
-            labelled = dataset_from_source(labelled_source)
-            result[name] = {}
             is_main = name == main_set
             for count in (main_label_counts if is_main and main_label_counts else label_counts):
                 key = "all" if count in (0, None) else str(count)
-                per_scheme = {}
                 for scheme in schemes:
-                    scores = {"accuracy": [], "macro_f1": [], "train_s": []}
                     for seed in range(main_seeds if is_main and main_seeds else seeds):
                         config = SSLConfig.preset(preset, stage="downstream", seed=seed,
                                                   scheme="frozen_pretext" if scheme == "frozen_both" else scheme,
                                                   n_labels=None if key == "all" else int(count),
                                                   **{**overrides, **(downstream_overrides or {})})
-                        base = pretext.get(SCHEME_PRETEXT[scheme])
-                        run = fit(labelled, config, runs_root=root, data_source=labelled_source,
-                                  pretext_run=base if config.uses_pretext_run else None)
-                        for metric in ("accuracy", "macro_f1"):
-                            scores[metric].append(run.record.metrics[metric])
-                        scores["train_s"].append(run.record.metrics["train_seconds"])
-                        last = run
-                    per_scheme[scheme] = {metric: _summary(values) for metric, values in scores.items()}
-                    say(f"{name} {key:>4} labels {scheme:<19} accuracy {per_scheme[scheme]['accuracy']['mean']:.3f}"
-                        f" +- {per_scheme[scheme]['accuracy']['std']:.3f}")
-                per_scheme["best"] = max(schemes, key=lambda s: per_scheme[s]["accuracy"]["mean"])
-                result[name][key] = per_scheme
-        if last is not None:
-            result["predict_one_ms"] = classify_one_ms(last, labelled.images[0])
+                        jobs.append((name, key, scheme, seed, config, SCHEME_PRETEXT[scheme]))
+        pretext_folders = {objective: str(run.path) for objective, run in pretext.items()}
+        sources = {name: label_set_source(name, n_labelled, survey=survey) for name in sets}
+        for name in sets:  # simulate (or read from the cache) once, before any worker starts
+            dataset_from_source(sources[name])
+        t0 = time.perf_counter()
+        outcomes = _run_jobs([(sources[name], config, pretext_folders.get(objective), str(root))
+                              for name, _, _, _, config, objective in jobs], workers)
+        result["downstream_wall_s"] = round(time.perf_counter() - t0, 1)
+        result["workers"] = int(workers)
+        for name in sets:
+            result[name] = {}
+        grouped: dict = {}
+        for (name, key, scheme, seed, _, _), outcome in zip(jobs, outcomes):
+            scores = grouped.setdefault((name, key), {}).setdefault(scheme, {"accuracy": [], "macro_f1": [],
+                                                                             "train_s": []})
+            for metric in scores:
+                scores[metric].append(outcome[metric])
+        for (name, key), per_scheme_scores in grouped.items():
+            per_scheme = {scheme: {metric: _summary(values) for metric, values in scores.items()}
+                          for scheme, scores in per_scheme_scores.items()}
+            for scheme, scores in per_scheme.items():
+                say(f"{name} {key:>4} labels {scheme:<19} accuracy {scores['accuracy']['mean']:.3f}"
+                    f" +- {scores['accuracy']['std']:.3f}")
+            per_scheme["best"] = max(per_scheme_scores, key=lambda s: per_scheme[s]["accuracy"]["mean"])
+            result[name][key] = per_scheme
+        if jobs:
+            last = SSLRun.load(outcomes[-1]["path"])
+            result["predict_one_ms"] = classify_one_ms(last, dataset_from_source(sources[jobs[-1][0]]).images[0])
     result["train_s"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _downstream_job(source: dict, config: SSLConfig, pretext_folder: str | None, runs_root: str) -> dict:
+    """One downstream run of the bench (in a worker process or in this one): its scores."""
+    pretext_run = _PRETEXT_RUNS.get(pretext_folder) if pretext_folder else None
+    if pretext_folder and pretext_run is None:
+        pretext_run = _PRETEXT_RUNS[pretext_folder] = SSLRun.load(pretext_folder)
+    if source["params"]["name"] not in _LABELLED:
+        _LABELLED.clear()  # one labelled set in memory per process
+        _LABELLED[source["params"]["name"]] = dataset_from_source(source)
+    run = fit(_LABELLED[source["params"]["name"]], config, runs_root=runs_root, data_source=source,
+              pretext_run=pretext_run if config.uses_pretext_run else None)
+    metrics = run.record.metrics
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "train_s": metrics["train_seconds"],
+            "path": str(run.path)}
+
+
+_PRETEXT_RUNS: dict = {}
+_LABELLED: dict = {}
+
+
+def _single_thread():
+    torch.set_num_threads(1)
+
+
+def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
+    """Each job's outcome, in order. Worker processes are spawned, not forked: the parent has used
+    torch's thread pool, which a forked child may inherit locked."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_downstream_job(*job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=get_context("spawn"),
+                             initializer=_single_thread) as pool:
+        futures = [pool.submit(_downstream_job, *job) for job in jobs]
+        return [future.result() for future in futures]
 
 
 def summarise_runs(runs_root) -> dict:

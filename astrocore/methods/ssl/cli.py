@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -105,8 +106,8 @@ def cmd_bench(args) -> int:
                         main_label_counts=[int(v) for v in args.main_labels.split(",")] if args.main_labels else None,
                         pretext_epochs=args.pretext_epochs, contrastive_objects=args.contrastive_objects,
                         downstream_overrides=overrides(args.downstream_set),
-                        pretext_paths=dict(zip(("magnitudes", "contrastive"), args.pretext_runs.split(",")))
-                        if args.pretext_runs else None)
+                        pretext_paths=dict(zip(("magnitudes", "contrastive", "both"), args.pretext_runs.split(",")))
+                        if args.pretext_runs else None, workers=args.workers)
     print(write_json(args.json, results))
     return 0
 
@@ -161,21 +162,23 @@ def add_commands(groups) -> None:
     bench = groups["bench"].add_parser("ssl", help="pretext MAE, low-label accuracy per set and scheme")
     bench.add_argument("--preset", choices=list(PRESETS), default="fast")
     bench.add_argument("--sets", default=",".join(LABEL_SETS))
-    bench.add_argument("--labels", default="100,1000", help="label counts; 0 = all")
-    bench.add_argument("--seeds", type=positive_int, default=3)
+    bench.add_argument("--labels", default="100", help="label counts; 0 = all")
+    bench.add_argument("--seeds", type=positive_int, default=2)
     bench.add_argument("--n-pretext", type=positive_int, default=12000)
-    bench.add_argument("--n-labelled", type=positive_int, default=3000)
+    bench.add_argument("--n-labelled", type=positive_int, default=4000)
     bench.add_argument("--main-set", default="star_galaxy_quasar", help="the set that gets --main-seeds/--main-labels")
-    bench.add_argument("--main-seeds", type=positive_int, default=None)
-    bench.add_argument("--main-labels", default=None, help="label counts of the main set (default: --labels)")
-    bench.add_argument("--pretext-epochs", type=positive_int, default=None)
-    bench.add_argument("--contrastive-objects", type=positive_int, default=None,
+    bench.add_argument("--main-seeds", type=positive_int, default=3)
+    bench.add_argument("--main-labels", default="100,200,500,1000,0", help="label counts of the main set (the low-data curve)")
+    bench.add_argument("--pretext-epochs", type=positive_int, default=20)
+    bench.add_argument("--contrastive-objects", type=positive_int, default=4000,
                        help="train the contrastive network on the first N cutouts only")
     bench.add_argument("--downstream-set", nargs="*", metavar="KEY=VALUE",
                        help="config overrides of the downstream runs, e.g. batch_size=64 min_steps=120")
-    bench.add_argument("--pretext-runs", default=None, metavar="MAGNITUDES,CONTRASTIVE",
-                       help="reuse these two pretext run folders instead of training them")
-    bench.add_argument("--schemes", default=None, help="downstream schemes (default: all four)")
+    bench.add_argument("--pretext-runs", default=None, metavar="MAGNITUDES,CONTRASTIVE[,BOTH]",
+                       help="reuse these pretext run folders instead of training them")
+    bench.add_argument("--schemes", default=None, help="downstream schemes (default: all five)")
+    bench.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+                       help="processes training the downstream runs side by side (one thread each)")
     bench.add_argument("--runs", default=None, help="keep the bench's runs here (default: a temporary folder)")
     bench.add_argument("--summarise", default=None, metavar="RUNS",
                        help="instead: the record rebuilt from the finished runs a bench left in this folder")
