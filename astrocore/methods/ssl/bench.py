@@ -42,7 +42,7 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
               label_counts=(100,), seeds: int = 2, n_pretext: int = 12000, n_labelled: int = 4000,
               runs_root=None, progress: Callable[[str], None] | None = None, survey: str = "splus",
               schemes=BENCH_SCHEMES, overrides: dict | None = None, main_set: str = "star_galaxy_quasar",
-              main_seeds: int | None = 3, main_label_counts=(100, 200, 500, 1000, 0), pretext_epochs: int | None = 20,
+              main_seeds: int | None = 3, main_label_counts=(100, 200, 500, 1000, 0), pretext_epochs: int | None = 30,
               contrastive_objects: int | None = 4000, downstream_overrides: dict | None = None,
               pretext_paths: dict | None = None, workers: int = 1) -> dict:
     """Train the pretext networks (magnitudes; contrastive; both) once, then every downstream scheme on

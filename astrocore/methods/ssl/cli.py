@@ -169,7 +169,7 @@ def add_commands(groups) -> None:
     bench.add_argument("--main-set", default="star_galaxy_quasar", help="the set that gets --main-seeds/--main-labels")
     bench.add_argument("--main-seeds", type=positive_int, default=3)
     bench.add_argument("--main-labels", default="100,200,500,1000,0", help="label counts of the main set (the low-data curve)")
-    bench.add_argument("--pretext-epochs", type=positive_int, default=20)
+    bench.add_argument("--pretext-epochs", type=positive_int, default=30)
     bench.add_argument("--contrastive-objects", type=positive_int, default=4000,
                        help="train the contrastive network on the first N cutouts only")
     bench.add_argument("--downstream-set", nargs="*", metavar="KEY=VALUE",
