@@ -41,7 +41,7 @@ RECIPES = {
                                    "--seed", "0"],
     "default-dann": ["dann", *map(str, train_arguments(nebula_source(), "dann", 0.1, 25))],
     "default-batmm": ["batmm", *training_arguments(4000, 15.0, 0, 0, "fast")],
-    PRETEXT_ID: ["ssl", *pretext_arguments(4000, "magnitudes", 10)],
+    PRETEXT_ID: ["ssl", *pretext_arguments(4000, "magnitudes", 30)],
     "default-ssl-classifier": ["ssl", *downstream_arguments("star_galaxy_quasar", "frozen_pretext", 100,
                                                             str(shipping.SHIPPED_DIR / PRETEXT_ID))],
 }

@@ -15,7 +15,7 @@ import torch
 from ...runs import list_runs
 from .config import SSLConfig
 from .data import dataset_from_source, label_set_source, pretext_source
-from .evaluate import classify_one_ms
+from .evaluate import classify_one_ms, upload_classify_ms
 from .fit import fit
 from .run import SSLRun
 
@@ -137,7 +137,10 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
             result[name][key] = per_scheme
         if jobs:
             last = SSLRun.load(outcomes[-1]["path"])
-            result["predict_one_ms"] = classify_one_ms(last, dataset_from_source(sources[jobs[-1][0]]).images[0])
+            cutout = dataset_from_source(sources[jobs[-1][0]])
+            result["predict_one_ms"] = classify_one_ms(last, cutout.images[0])
+            result["upload_classify_ms"] = upload_classify_ms(last, cutout.images[0], cutout.bands,
+                                                              cutout.pixel_scale_arcsec)
     result["train_s"] = round(time.perf_counter() - started, 1)
     return result
 

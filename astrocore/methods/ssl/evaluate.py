@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -16,6 +17,29 @@ def classify_one_ms(run, image: np.ndarray, repeats: int = 20) -> float:
         started = time.perf_counter()
         predict(image[None])
         timings.append(time.perf_counter() - started)
+    return round(1000 * float(np.median(timings)), 3)
+
+
+def upload_classify_ms(run, image: np.ndarray, bands, pixel_scale_arcsec: float, repeats: int = 10) -> float:
+    """Median time [ms] of the upload path for one cutout (n_bands, h, w): read a multi-extension
+    FITS file's bytes, check the cutout, classify it and find its neighbours (:func:`classify_files`)."""
+    import tempfile
+
+    from ...data.readers.cutouts import write_cutout
+    from .classify import classify_files
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_cutout(Path(folder) / "cutout.fits", image, bands=tuple(bands),
+                            pixel_scale_arcsec=pixel_scale_arcsec)
+        payload = Path(path).read_bytes()
+    classify_files(run, [("cutout.fits", payload)])  # warm-up
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        table, errors = classify_files(run, [("cutout.fits", payload)])
+        timings.append(time.perf_counter() - started)
+        if errors or table is None:
+            raise RuntimeError(f"the upload path refused a simulated cutout: {errors}")
     return round(1000 * float(np.median(timings)), 3)
 
 
