@@ -1,11 +1,15 @@
 """What ``astrocore evaluate`` reports for an SSL run, from its saved per-object arrays."""
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from ...data.readers.cutouts import write_cutout
+from .classify import classify_files
 
 
 def classify_one_ms(run, image: np.ndarray, repeats: int = 20) -> float:
@@ -23,11 +27,6 @@ def classify_one_ms(run, image: np.ndarray, repeats: int = 20) -> float:
 def upload_classify_ms(run, image: np.ndarray, bands, pixel_scale_arcsec: float, repeats: int = 10) -> float:
     """Median time [ms] of the upload path for one cutout (n_bands, h, w): read a multi-extension
     FITS file's bytes, check the cutout, classify it and find its neighbours (:func:`classify_files`)."""
-    import tempfile
-
-    from ...data.readers.cutouts import write_cutout
-    from .classify import classify_files
-
     with tempfile.TemporaryDirectory() as folder:
         path = write_cutout(Path(folder) / "cutout.fits", image, bands=tuple(bands),
                             pixel_scale_arcsec=pixel_scale_arcsec)
