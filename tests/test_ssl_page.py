@@ -92,3 +92,10 @@ def test_training_arguments_and_tables(home):
     figure = logic.low_data_figure(curves, "star_galaxy")
     assert figure.layout.xaxis.title.text == "labelled training cutouts"
     assert np.isclose(figure.data[0].y[0], 0.8)
+    # "all" is drawn at the set's training pool when the record has it, else at the set's size
+    bench["star_galaxy"]["all"] = {"scratch": {"accuracy": {"mean": 0.9, "std": 0.0}, "macro_f1": {"mean": 0.9, "std": 0}}}
+    assert logic.all_label_count({**bench, "n_labelled_per_set": 4000}, "star_galaxy") == 4000
+    bench.update(n_labelled_per_set=4000, all_labels={"star_galaxy": 2700})
+    assert logic.all_label_count(bench, "star_galaxy") == 2700
+    figure = logic.low_data_figure(logic.bench_curves(bench), "star_galaxy", logic.all_label_count(bench, "star_galaxy"))
+    assert sorted(figure.data[0].x) == [100, 2700]

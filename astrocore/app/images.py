@@ -195,6 +195,12 @@ def read_bench(path=BENCH_FILE) -> dict | None:
         return None
 
 
+def all_label_count(bench: dict, label_set_name: str) -> int | None:
+    """How many labels "all" meant for a set in a bench record: its training pool (older records
+    only say how many cutouts the set had)."""
+    return (bench.get("all_labels") or {}).get(label_set_name) or bench.get("n_labelled_per_set")
+
+
 def low_data_figure(table: pd.DataFrame, label_set_name: str, total_labels: int | None = None) -> go.Figure:
     """Accuracy against the number of labels for each scheme (mean +- std over seeds); ``all`` is
     drawn at ``total_labels``."""

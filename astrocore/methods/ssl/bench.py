@@ -122,10 +122,13 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         for name in sets:
             result[name] = {}
         grouped: dict = {}
+        # "all" labels = the whole training pool of a set (what the low-data curve draws it at)
+        result["all_labels"] = {name: outcome["n_labels"] for (name, key, *_), outcome in zip(jobs, outcomes)
+                                if key == "all"}
         for (name, key, scheme, seed, _, _), outcome in zip(jobs, outcomes):
             scores = grouped.setdefault((name, key), {}).setdefault(scheme, {"accuracy": [], "macro_f1": [],
                                                                              "train_s": []})
-            for metric in scores:
+            for metric in ("accuracy", "macro_f1", "train_s"):
                 scores[metric].append(outcome[metric])
         for (name, key), per_scheme_scores in grouped.items():
             per_scheme = {scheme: {metric: _summary(values) for metric, values in scores.items()}
@@ -157,7 +160,7 @@ def _downstream_job(source: dict, config: SSLConfig, pretext_folder: str | None,
               pretext_run=pretext_run if config.uses_pretext_run else None)
     metrics = run.record.metrics
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "train_s": metrics["train_seconds"],
-            "path": str(run.path)}
+            "path": str(run.path), "n_labels": metrics["n_labels"]}
 
 
 _PRETEXT_RUNS: dict = {}
