@@ -179,7 +179,7 @@ with tabs[3]:
         if bench:
             st.subheader("Low-data curves (benchmarks/ssl_fast.json)")
             curves = logic.bench_curves(bench)
-            name = st.selectbox("Label set", sorted(set(curves["label set"])), key="results_bench_set")
+            name = st.selectbox("Label set", logic.curve_sets(curves), key="results_bench_set")
             st.plotly_chart(logic.low_data_figure(curves, name, logic.all_label_count(bench, name)), key="results_curve")
             st.download_button("Download the bench table (CSV)", curves.to_csv(index=False), "ssl_bench.csv",
                                "text/csv", key="results_bench_download")

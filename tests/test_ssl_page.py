@@ -99,3 +99,5 @@ def test_training_arguments_and_tables(home):
     assert logic.all_label_count(bench, "star_galaxy") == 2700
     figure = logic.low_data_figure(logic.bench_curves(bench), "star_galaxy", logic.all_label_count(bench, "star_galaxy"))
     assert sorted(figure.data[0].x) == [100, 2700]
+    bench["merger"] = {"100": bench["star_galaxy"]["100"]}
+    assert logic.curve_sets(logic.bench_curves(bench)) == ["star_galaxy", "merger"]  # the curve first

@@ -195,6 +195,13 @@ def read_bench(path=BENCH_FILE) -> dict | None:
         return None
 
 
+def curve_sets(table: pd.DataFrame) -> list[str]:
+    """The label sets of :func:`bench_curves`' table, those measured at the most label counts (a
+    curve rather than a point) first."""
+    counts = table.groupby("label set")["labels"].nunique()
+    return sorted(counts.index, key=lambda name: (-counts[name], name))
+
+
 def all_label_count(bench: dict, label_set_name: str) -> int | None:
     """How many labels "all" meant for a set in a bench record: its training pool (older records
     only say how many cutouts the set had)."""
