@@ -244,6 +244,8 @@ def test_bench_runs_every_scheme_and_its_record_matches_the_runs(tmp_path):
     assert set(record["both_mae_per_band"]) == set(record["pretext_mae_per_band"])
     assert record["pretext_r_range"] == [14.0, 19.5]
     assert any("frozen_both" in line for line in lines)
+    progress = [line for line in lines if line.startswith("downstream ")]
+    assert len(progress) == 2 * len(BENCH_SCHEMES) and progress[-1].startswith(f"downstream {len(progress)}/")
     assert 0 < record["all_labels"]["star_galaxy"] < 80  # the training pool, not the set's size
     assert record["predict_one_ms"] > 0 and record["upload_classify_ms"] > 0
     rebuilt = summarise_runs(tmp_path)

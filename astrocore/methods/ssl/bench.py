@@ -3,7 +3,7 @@ scheme (mean and standard deviation over seeds) - the paper's low-data experimen
 from __future__ import annotations
 
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 import time
 from pathlib import Path
@@ -115,8 +115,16 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
         for name in sets:  # simulate (or read from the cache) once, before any worker starts
             dataset_from_source(sources[name])
         t0 = time.perf_counter()
+        finished = []
+
+        def report(index: int, outcome: dict):
+            finished.append(index)
+            name, key, scheme, seed = jobs[index][:4]
+            say(f"downstream {len(finished)}/{len(jobs)}: {name} {key} labels {scheme} seed {seed}: accuracy "
+                f"{outcome['accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
+
         outcomes = _run_jobs([(sources[name], config, pretext_folders.get(objective), str(root))
-                              for name, _, _, _, config, objective in jobs], workers)
+                              for name, _, _, _, config, objective in jobs], workers, report)
         result["downstream_wall_s"] = round(time.perf_counter() - t0, 1)
         result["workers"] = int(workers)
         for name in sets:
@@ -171,15 +179,24 @@ def _single_thread():
     torch.set_num_threads(1)
 
 
-def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
-    """Each job's outcome, in order. Worker processes are spawned, not forked: the parent has used
-    torch's thread pool, which a forked child may inherit locked."""
+def _run_jobs(jobs: list[tuple], workers: int, report: Callable[[int, dict], None]) -> list[dict]:
+    """Each job's outcome, in order; ``report(index, outcome)`` as each finishes. Worker processes
+    are spawned, not forked: the parent has used torch's thread pool, which a forked child may
+    inherit locked."""
     if workers <= 1 or len(jobs) <= 1:
-        return [_downstream_job(*job) for job in jobs]
+        outcomes = []
+        for index, job in enumerate(jobs):
+            outcomes.append(_downstream_job(*job))
+            report(index, outcomes[-1])
+        return outcomes
     with ProcessPoolExecutor(max_workers=int(workers), mp_context=get_context("spawn"),
                              initializer=_single_thread) as pool:
-        futures = [pool.submit(_downstream_job, *job) for job in jobs]
-        return [future.result() for future in futures]
+        futures = {pool.submit(_downstream_job, *job): index for index, job in enumerate(jobs)}
+        outcomes: list = [None] * len(jobs)
+        for future in as_completed(futures):
+            outcomes[futures[future]] = future.result()
+            report(futures[future], outcomes[futures[future]])
+        return outcomes
 
 
 def summarise_runs(runs_root) -> dict:
