@@ -125,6 +125,8 @@ def bench_ssl(preset: str = "fast", sets=("star_galaxy", "star_galaxy_quasar", "
 
         outcomes = _run_jobs([(sources[name], config, pretext_folders.get(objective), str(root))
                               for name, _, _, _, config, objective in jobs], workers, report)
+        _LABELLED.clear()  # the serial path keeps them in this process
+        _PRETEXT_RUNS.clear()
         result["downstream_wall_s"] = round(time.perf_counter() - t0, 1)
         result["workers"] = int(workers)
         for name in sets:

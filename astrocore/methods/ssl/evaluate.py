@@ -1,9 +1,8 @@
 """What ``astrocore evaluate`` reports for an SSL run, from its saved per-object arrays."""
 from __future__ import annotations
 
-import tempfile
+import io
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -12,34 +11,36 @@ from ...data.readers.cutouts import write_cutout
 from .classify import classify_files
 
 
-def classify_one_ms(run, image: np.ndarray, repeats: int = 20) -> float:
-    """Median time [ms] to classify (downstream) or measure (pretext) one cutout on this machine."""
-    predict = run.predict_proba if run.stage == "downstream" else run.predict_magnitudes
-    predict(image[None])  # warm-up
+def _median_ms(call, repeats: int) -> float:
+    """Median wall time [ms] of ``call()`` over ``repeats`` calls, after one warm-up call."""
+    call()
     timings = []
     for _ in range(repeats):
         started = time.perf_counter()
-        predict(image[None])
+        call()
         timings.append(time.perf_counter() - started)
     return round(1000 * float(np.median(timings)), 3)
+
+
+def classify_one_ms(run, image: np.ndarray, repeats: int = 20) -> float:
+    """Median time [ms] to classify (downstream) or measure (pretext) one cutout on this machine."""
+    predict = run.predict_proba if run.stage == "downstream" else run.predict_magnitudes
+    return _median_ms(lambda: predict(image[None]), repeats)
 
 
 def upload_classify_ms(run, image: np.ndarray, bands, pixel_scale_arcsec: float, repeats: int = 10) -> float:
     """Median time [ms] of the upload path for one cutout (n_bands, h, w): read a multi-extension
     FITS file's bytes, check the cutout, classify it and find its neighbours (:func:`classify_files`)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = write_cutout(Path(folder) / "cutout.fits", image, bands=tuple(bands),
-                            pixel_scale_arcsec=pixel_scale_arcsec)
-        payload = Path(path).read_bytes()
-    classify_files(run, [("cutout.fits", payload)])  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    buffer = io.BytesIO()
+    write_cutout(buffer, image, bands=tuple(bands), pixel_scale_arcsec=pixel_scale_arcsec)
+    payload = buffer.getvalue()
+
+    def upload():
         table, errors = classify_files(run, [("cutout.fits", payload)])
-        timings.append(time.perf_counter() - started)
         if errors or table is None:
             raise RuntimeError(f"the upload path refused a simulated cutout: {errors}")
-    return round(1000 * float(np.median(timings)), 3)
+
+    return _median_ms(upload, repeats)
 
 
 def pretext_residuals(arrays: dict, role: int = 2) -> dict[str, np.ndarray]:
