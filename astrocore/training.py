@@ -56,6 +56,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class EpochGenerator:
+    """A torch.Generator for random draws inside training steps (augmentations), reseeded from
+    (seed, epoch) when an epoch starts: the draws then depend on the epoch, not on how many epochs
+    this process has run, so a resumed run draws what the uninterrupted run drew."""
+
+    def __init__(self, seed: int):
+        self.seed, self.epoch, self.generator = int(seed), None, torch.Generator()
+
+    def at(self, epoch: int) -> torch.Generator:
+        """The generator for a step of ``epoch``."""
+        if epoch != self.epoch:
+            self.generator.manual_seed(self.seed * 1_000_003 + int(epoch))
+            self.epoch = epoch
+        return self.generator
+
+
 class TrainingTask(Protocol):
     """What a method must provide to be trained by :func:`train`."""
 
@@ -399,8 +415,8 @@ def _epochs(task, train_tensors, val_tensors, settings, progress, checkpoint_dir
         rows = []
         for batch_index, (batch, n_rows, share) in enumerate(_batches(train_tensors, settings.batch_size, generator)):
             if should_stop is not None and distributed.any_rank(should_stop()):
-                if checkpoint_dir is not None and epoch > first_epoch and main:
-                    save_checkpoint(checkpoint_dir, task, epoch - 1, history, best_state)
+                # The checkpoint written when the last epoch ended stands: saving now would store
+                # this epoch's first batches' updates as if they were the last epoch's weights.
                 raise TrainingCancelled(f"stopped by the user at epoch {epoch}")
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             step = epoch * batches_per_epoch + batch_index + 1

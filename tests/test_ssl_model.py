@@ -43,8 +43,8 @@ def test_network_shapes(backbone):
     images = torch.rand(5, 12, 32, 32)
     features = net.features(images)
     assert features.shape == (5, net.n_features)
-    magnitudes = net.magnitudes_scaled(features)
-    assert magnitudes.shape == (5, 12) and torch.all((magnitudes > 0) & (magnitudes < 1))  # saturating
+    magnitudes = net.magnitudes_scaled(features)  # Kron, 0.8" and 2" apertures per band
+    assert magnitudes.shape == (5, 36) and torch.all((magnitudes > 0) & (magnitudes < 1))  # saturating
     assert net.logits(features).shape == (5, 3)
     assert torch.allclose(net.project(features).norm(dim=1), torch.ones(5), atol=1e-5)
 
@@ -71,8 +71,13 @@ def test_config_validation():
         SSLConfig(magnitude_dropout=1.0)
     with pytest.raises(ValueError, match="head_weight_decay"):
         SSLConfig(head_weight_decay=-1.0)
+    with pytest.raises(ValueError, match="fixed_apertures_arcsec"):
+        SSLConfig(fixed_apertures_arcsec=(1.0, 0.0))
     config = SSLConfig.preset("paper")
     assert config.backbone == "vgg16_bn" and SSLConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    fast = SSLConfig.preset("fast")  # a tuple field survives the JSON round trip (lists come back)
+    assert fast.n_magnitude_sets == 3 and SSLConfig.from_json(json.loads(json.dumps(fast.to_json()))) == fast
+    assert config.n_magnitude_sets == 1  # the paper's pretext: one magnitude per band
 
 
 def test_downstream_split_is_fixed_across_seeds():
@@ -111,6 +116,21 @@ def test_downstream_run_predicts_classes_and_magnitudes(runs):
     indices, distances = run.neighbours(run.features(images[:1]), k=3)
     assert indices[0, 0] == 0 and distances[0, 0] < 1e-3  # the cutout itself is its nearest neighbour
     assert 0 <= run.record.metrics["accuracy"] <= 1
+
+
+def test_a_classifier_takes_its_shape_from_the_pretext_run(runs, tmp_path):
+    """A pretext run trained without fixed apertures (the paper's targets, or a run saved before
+    they existed) still starts a fast-preset classifier, whose magnitude head it keeps."""
+    labelled = runs["labelled"]
+    config = SSLConfig.preset("fast", stage="pretext", fixed_apertures_arcsec=(), **TINY)
+    pretext = fit(runs["pretext"].dataset(), config, runs_root=tmp_path)
+    assert pretext.net.magnitude_head[-1].out_features == 12
+    downstream = fit(labelled, SSLConfig.preset("fast", stage="downstream", scheme="finetune_pretext", **TINY),
+                     runs_root=tmp_path, pretext_run=pretext)
+    loaded = SSLRun.load(downstream.path)
+    assert loaded.net.config.fixed_apertures_arcsec == ()
+    assert loaded.predict_magnitudes(labelled.images[:3]).shape == (3, 12)
+    assert runs["pretext"].net.magnitude_head[-1].out_features == 36  # Kron, 0.8" and 2" per band
 
 
 def test_wrong_bands_and_small_cutouts_are_refused(runs):
@@ -198,7 +218,7 @@ def test_contrastive_and_combined_pretext_steps(objective):
     config = SSLConfig.preset("fast", width=4, head_hidden=8, pretext=objective)
     net = CutoutNet(3, config)
     task = PretextTask(net, objective, torch.ones(3), 1e-3, 0.0)
-    batch = {"images": torch.rand(8, 3, 32, 32) * 5, "targets": torch.full((8, 3), 0.6)}
+    batch = {"images": torch.rand(8, 3, 32, 32) * 5, "targets": torch.full((8, 3 * config.n_magnitude_sets), 0.6)}
     before = [p.detach().clone() for p in net.backbone.parameters()]
     metrics = task.training_step(batch, 0)
     assert np.isfinite(metrics["loss"]) and "contrastive" in metrics

@@ -125,6 +125,30 @@ def test_photometry_against_true_magnitudes():
     assert np.allclose(result["targets"], result["magnitude"] / 30, equal_nan=True)
 
 
+def test_fixed_aperture_magnitudes_measure_concentration():
+    """A point source loses the PSF's wings outside a small fixed aperture, more in worse seeing;
+    an extended galaxy loses more still: the small-aperture minus Kron magnitude separates them."""
+    stars = simulate_cutouts(30, seed=9, use_cache=False, n_workers=1, mix={"star": 1.0}, r_range=(14.0, 16.0))
+    galaxies = simulate_cutouts(30, seed=9, use_cache=False, n_workers=1, mix={"elliptical": 0.5, "spiral": 0.5},
+                                r_range=(14.0, 16.0))
+    r = list(stars.bands).index("r")
+
+    def concentration(data):
+        result = pretext_targets(data, max_error=1.0, fixed_apertures_arcsec=(0.8, 2.0))
+        assert result["targets"].shape == (len(data), 3 * len(data.bands))
+        assert result["aperture_magnitude"].shape == (len(data), 2, len(data.bands))
+        assert np.allclose(result["targets"][:, 12:24], result["aperture_magnitude"][:, 0] / 30, equal_nan=True)
+        return (result["aperture_magnitude"][:, 0, r] - result["magnitude"][:, r])[result["keep"]]
+
+    star, galaxy = concentration(stars), concentration(galaxies)
+    assert len(star) == len(stars) and np.all(star > 0)  # bright: all kept; 0.8" holds part of the seeing disc
+    seeing = np.asarray(stars.labels["seeing_fwhm"])
+    assert np.corrcoef(np.argsort(np.argsort(seeing)), np.argsort(np.argsort(star)))[0, 1] > 0.8
+    assert np.median(galaxy) > np.median(star) + 1.0
+    with pytest.raises(ValueError, match="radii"):
+        pretext_targets(stars, fixed_apertures_arcsec=(0.0,))
+
+
 def test_the_error_cut_removes_faint_objects():
     data = simulate_cutouts(40, seed=8, use_cache=False, n_workers=1, mix={"star": 1.0}, r_range=(20.5, 21.5))
     assert pretext_targets(data)["keep"].mean() < 0.2

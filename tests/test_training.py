@@ -189,3 +189,26 @@ def test_resumed_training_still_ends_at_the_best_epoch(tmp_path):
     history = train(patient, arrays, arrays, settings, checkpoint_dir=tmp_path / "patient", resume=True)
     assert history.stopped_early and [e["epoch"] for e in history.epochs] == [0, 1, 2, 3]
     assert patient.weight.weight.item() == 4.0
+
+
+def test_cancelled_inside_an_epoch_resumes_from_that_epochs_start(tmp_path):
+    """A cancel after some of an epoch's steps keeps the checkpoint of the epoch before: the
+    resumed run takes exactly the uninterrupted run's steps, none twice."""
+    from astrocore.training import LoopSettings, train
+
+    arrays = {"x": np.ones((20, 1), np.float32)}
+    settings = LoopSettings(epochs=4, batch_size=10)  # 2 steps per epoch
+    val_losses = [1.0, 0.9, 0.8, 0.7]  # the last epoch is the best
+    calls = {"n": 0}
+
+    def stop_after_the_first_step_of_epoch_two():
+        calls["n"] += 1
+        return calls["n"] > 2 * 2 + 1
+
+    interrupted = CountingTask(val_losses)
+    with pytest.raises(TrainingCancelled):
+        train(interrupted, arrays, arrays, settings, checkpoint_dir=tmp_path, should_stop=stop_after_the_first_step_of_epoch_two)
+    assert interrupted.weight.weight.item() == 5.0  # one step of epoch 2 was taken before the cancel
+    resumed = CountingTask(val_losses)
+    train(resumed, arrays, arrays, settings, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.weight.weight.item() == 8.0

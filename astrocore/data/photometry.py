@@ -99,19 +99,38 @@ def measure(images: np.ndarray, pixel_scale: float, radius: np.ndarray | None = 
             "radius": radius, "noise": noise}
 
 
-def pretext_targets(dataset, max_error: float = MAX_ERROR) -> dict[str, np.ndarray]:
+def pretext_targets(dataset, max_error: float = MAX_ERROR,
+                    fixed_apertures_arcsec: tuple[float, ...] = ()) -> dict[str, np.ndarray]:
     """The pretext task of a Dataset of cutouts: measured magnitudes and errors per band, the
     paper's cut (``keep``: every band's error <= ``max_error``), the targets ``magnitude / 30``,
-    and the true magnitudes when the dataset has ``mag_true_<band>`` labels (NaN otherwise)."""
+    and the true magnitudes when the dataset has ``mag_true_<band>`` labels (NaN otherwise).
+
+    ``fixed_apertures_arcsec`` (radii [arcsec]) adds, after the Kron magnitudes, the magnitudes in
+    each of those fixed circular apertures (``aperture_magnitude``, (n, k, n_bands)) to the targets,
+    which then hold n_bands x (1 + k) columns; the cut applies to them too.
+    """
     if dataset.images is None:
         raise ValueError("pretext_targets() needs a dataset with cutouts (images).")
     gain = (dataset.provenance or {}).get("gain_e_per_unit")  # simulated data: the noise model's gain
-    result = measure(dataset.images, dataset.pixel_scale_arcsec or 1.0, gain=gain)
+    pixel_scale = dataset.pixel_scale_arcsec or 1.0
+    result = measure(dataset.images, pixel_scale, gain=gain)
     keep = np.all(np.isfinite(result["magnitude"]) & (result["magnitude_error"] <= max_error), axis=1)
+    columns = [result["magnitude"]]
+    fixed = []
+    for radius_arcsec in fixed_apertures_arcsec:
+        if radius_arcsec <= 0:
+            raise ValueError(f"fixed aperture radii must be > 0 arcsec; got {radius_arcsec}.")
+        aperture = measure(dataset.images, pixel_scale, radius=np.full(len(dataset), radius_arcsec / pixel_scale),
+                           gain=gain)
+        keep &= np.all(np.isfinite(aperture["magnitude"]) & (aperture["magnitude_error"] <= max_error), axis=1)
+        fixed.append(aperture["magnitude"])
+        columns.append(aperture["magnitude"])
     true = np.full_like(result["magnitude"], np.nan)
     for b, band in enumerate(dataset.bands):
         column = f"mag_true_{band}"
         if column in dataset.labels.colnames:
             true[:, b] = np.asarray(dataset.labels[column], float)
-    return {**result, "keep": keep, "targets": (result["magnitude"] / MAGNITUDE_SCALE).astype(np.float32),
+    n_bands = result["magnitude"].shape[1]
+    return {**result, "keep": keep, "targets": (np.concatenate(columns, axis=1) / MAGNITUDE_SCALE).astype(np.float32),
+            "aperture_magnitude": np.stack(fixed, axis=1) if fixed else np.zeros((len(keep), 0, n_bands)),
             "true_magnitude": true}

@@ -58,6 +58,10 @@ class SSLConfig:
     augment_noise: float = 1.0
     contrastive_weight: float = 1.0  # pretext "both": weight of the contrastive term
     max_error: float = 0.1  # the paper's photometric cut [mag]
+    # Radii [arcsec] of fixed circular apertures whose magnitudes the pretext also regresses, after
+    # the Kron magnitudes (the paper's target; none in the paper preset): colours at the higher S/N
+    # of a small aperture, and against the Kron magnitude a concentration index per band.
+    fixed_apertures_arcsec: tuple = ()
     n_labels: int | None = None  # downstream: labelled training objects (None: all of the training pool)
     val_objects: int = 500  # downstream: a fixed validation set
     test_fraction: float = 0.2
@@ -101,6 +105,14 @@ class SSLConfig:
             raise ValueError("test_fraction must be in (0, 0.9) and val_fraction in [0, 0.5).")
         if self.max_error <= 0:
             raise ValueError(f"max_error must be > 0 mag; got {self.max_error}.")
+        object.__setattr__(self, "fixed_apertures_arcsec", tuple(float(r) for r in self.fixed_apertures_arcsec))
+        if any(r <= 0 for r in self.fixed_apertures_arcsec):
+            raise ValueError(f"fixed_apertures_arcsec must be > 0; got {self.fixed_apertures_arcsec}.")
+
+    @property
+    def n_magnitude_sets(self) -> int:
+        """How many magnitudes per band the magnitude head predicts (Kron, then each fixed aperture)."""
+        return 1 + len(self.fixed_apertures_arcsec)
 
     @property
     def uses_pretext_run(self) -> bool:
@@ -123,8 +135,12 @@ class SSLConfig:
         presets = {
             # width 32, not 16: frozen magnitude features 0.87 -> 0.91 accuracy at 100 labels on
             # star/galaxy/quasar. max_error 1 mag, not the paper's 0.1: at r 14-19.5 the paper's cut
-            # keeps 18 % of the cutouts, all bright, and the features fall back to 0.84.
-            "fast": dict(backbone="small_vgg", width=32, head_hidden=128, epochs=10, batch_size=128, max_error=1.0),
+            # keeps 18 % of the cutouts, all bright, and the features fall back to 0.84. Magnitudes
+            # in fixed 0.8" and 2" apertures beside the Kron ones: frozen features 0.898 -> 0.934 at
+            # 100 labels (3 seeds, the bench's data), mostly fewer quasars taken for stars: a small
+            # aperture measures a point source's colours at a higher S/N than the Kron aperture.
+            "fast": dict(backbone="small_vgg", width=32, head_hidden=128, epochs=10, batch_size=128, max_error=1.0,
+                         fixed_apertures_arcsec=(0.8, 2.0)),
             "paper": dict(backbone="vgg16_bn", head_hidden=512, epochs=100, batch_size=64, learning_rate=1e-4,
                           finetune_learning_rate=1e-5, head_epochs=10, lr_schedule="constant", patience=10),
         }

@@ -106,7 +106,7 @@ def fit(dataset: Dataset, config: SSLConfig, progress: Callable | None = None, r
 
 # ============================================================================ pretext
 def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, should_stop, resume) -> SSLRun:
-    photometry = pretext_targets(dataset, config.max_error)
+    photometry = pretext_targets(dataset, config.max_error, config.fixed_apertures_arcsec)
     kept = np.flatnonzero(photometry["keep"])
     if len(kept) < 50:
         raise DataError(f"Only {len(kept)} of {len(dataset)} cutouts pass the photometric cut (every band's "
@@ -245,7 +245,9 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
     size = dataset.images.shape[-1]
     base = pretext_run.net.config if config.uses_pretext_run else config
     backbone = "resnet18" if config.scheme == "imagenet" else base.backbone
-    net_config = SSLConfig.from_json({**config.to_json(), "backbone": backbone, "width": base.width})
+    # The network's shape follows the pretext run it starts from (its magnitude head included).
+    net_config = SSLConfig.from_json({**config.to_json(), "backbone": backbone, "width": base.width,
+                                      "fixed_apertures_arcsec": base.fixed_apertures_arcsec})
     net = CutoutNet(len(dataset.bands), net_config, n_classes=len(classes), size=size)
     if config.uses_pretext_run:
         state = {k: v for k, v in pretext_run.net.state_dict().items() if not k.startswith("classifier")}

@@ -71,7 +71,8 @@ class CutoutNet(nn.Module):
         self.register_buffer("softening", torch.ones(n_bands))  # per band, image units
         self.register_buffer("image_size", torch.tensor(int(size)))
         self.backbone, self.n_features = build_backbone(config.backbone, n_bands, config.width)
-        self.magnitude_head = head(self.n_features, config.head_hidden, n_bands, config.magnitude_dropout)
+        self.magnitude_head = head(self.n_features, config.head_hidden, n_bands * config.n_magnitude_sets,
+                                   config.magnitude_dropout)
         self.projection = nn.Sequential(nn.Linear(self.n_features, self.n_features), nn.ReLU(inplace=True),
                                         nn.Linear(self.n_features, config.projection_dim))
         self.classifier = (head(self.n_features, config.head_hidden, n_classes, config.dropout, normalise=True)
@@ -89,7 +90,8 @@ class CutoutNet(nn.Module):
         return self.backbone(self.scale(images))
 
     def magnitudes_scaled(self, features: torch.Tensor) -> torch.Tensor:
-        """Predicted magnitude / 30 per band, in (0, 1) (sigmoid: the paper's saturating output)."""
+        """Predicted magnitude / 30 per band, in (0, 1) (sigmoid: the paper's saturating output): the
+        Kron magnitudes first, then those of each fixed aperture."""
         return torch.sigmoid(self.magnitude_head(features))
 
     def project(self, features: torch.Tensor) -> torch.Tensor:

@@ -130,7 +130,8 @@ class SSLRun:
                             "it predicts classes, not magnitudes.")
         images = self.check_images(images)
         scaled = self._apply(net, images, lambda n, x: n.magnitudes_scaled(n.features(x)))
-        return scaled.reshape(len(images), -1) * MAGNITUDE_SCALE
+        # Only the Kron magnitudes: the fixed-aperture ones, when trained, follow them.
+        return scaled.reshape(len(images), -1)[:, :net.n_bands] * MAGNITUDE_SCALE
 
     @torch.no_grad()
     def proba_from_features(self, features: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...training import EpochGenerator
 from .model import MAGNITUDE_SCALE, CutoutNet, augment, nt_xent, random_rotate_flip
 
 
@@ -24,7 +25,7 @@ class PretextTask:
         self.modules = {"net": net}
         trained = [p for name, p in net.named_parameters() if not name.startswith("classifier")]
         self.optimizers = {"net": torch.optim.AdamW(trained, lr=learning_rate, weight_decay=weight_decay)}
-        self.generator = torch.Generator().manual_seed(seed + 17)
+        self.generator = EpochGenerator(seed + 17)
 
     def _losses(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         images, losses = batch["images"], {}
@@ -44,7 +45,7 @@ class PretextTask:
         return losses
 
     def training_step(self, batch: dict, epoch: int) -> dict[str, float]:
-        losses = self._losses(batch, self.generator)
+        losses = self._losses(batch, self.generator.at(epoch))
         self.optimizers["net"].zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizers["net"].step()
@@ -73,10 +74,10 @@ class ClassifierTask:
         self.modules = {"net": net}
         trained = list(net.backbone.parameters()) + list(net.classifier.parameters())
         self.optimizers = {"net": torch.optim.AdamW(trained, lr=learning_rate, weight_decay=weight_decay)}
-        self.generator = torch.Generator().manual_seed(seed + 23)
+        self.generator = EpochGenerator(seed + 23)
 
     def training_step(self, batch: dict, epoch: int) -> dict[str, float]:
-        view = random_rotate_flip(batch["images"], self.generator)
+        view = random_rotate_flip(batch["images"], self.generator.at(epoch))
         logits = self.net.logits(self.net.features(view))
         loss = F.cross_entropy(logits, batch["target"])
         self.optimizers["net"].zero_grad(set_to_none=True)
