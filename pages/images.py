@@ -120,6 +120,8 @@ with tabs[2]:
             objective = st.selectbox("Objective", PRETEXT_OBJECTIVES, key="train_objective")
             n_objects = st.number_input("Simulated cutouts", 200, 50_000, 4000, step=200, key="train_n_pretext")
             epochs = st.number_input("Epochs", 1, 200, 30, key="train_epochs")
+            st.caption(f"Targets: {logic.pretext_targets_text()} per band, measured from the images "
+                       "(contrastive: none, two augmented views of each cutout).")
             if st.form_submit_button("Train the pretext network"):
                 st.session_state.images_job = jobs.start_method_training(
                     "ssl", logic.pretext_arguments(n_objects, objective, epochs), runs_root=root, label="pretext")

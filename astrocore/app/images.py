@@ -14,7 +14,7 @@ from ..data.dataset import DataError, Dataset
 from ..data.simulators.cutouts import LABEL_SETS, label_set, simulate_cutouts
 from ..data.simulators.cutouts_sed import SURVEYS
 from ..methods.ssl.classify import classify_files
-from ..methods.ssl.config import PRETEXT_OBJECTIVES, SCHEMES
+from ..methods.ssl.config import PRETEXT_OBJECTIVES, SCHEMES, SSLConfig
 from ..methods.ssl.data import PRETEXT_R_RANGE
 from ..methods.ssl.evaluate import pretext_residuals
 from ..methods.ssl.imagenet import imagenet_status, imagenet_weights_path
@@ -48,11 +48,22 @@ def label_set_title(name: str) -> str:
     return str(name).replace("_", " / ")
 
 
+def pretext_targets_text(fixed_apertures_arcsec=None) -> str:
+    """What a magnitude pretext regresses, e.g. "Kron magnitudes and 0.8″, 2″ aperture magnitudes";
+    by default the fast preset's apertures."""
+    if fixed_apertures_arcsec is None:
+        fixed_apertures_arcsec = SSLConfig.preset("fast").fixed_apertures_arcsec
+    radii = ", ".join(f"{float(r):g}″" for r in fixed_apertures_arcsec)
+    return "Kron magnitudes" + (f" and {radii} aperture magnitudes" if radii else "")
+
+
 def run_title(record: RunRecord) -> str:
     config, data = record.config, record.data
     if config.get("stage") == "pretext":
         mae = record.metrics.get("pretext_mae")
-        return (f"{record.id} · pretext {config.get('pretext')} · {len(data.get('bands', []))} bands"
+        targets = ("" if config.get("pretext") == "contrastive"
+                   else f" · {pretext_targets_text(config.get('fixed_apertures_arcsec') or ())}")
+        return (f"{record.id} · pretext {config.get('pretext')}{targets} · {len(data.get('bands', []))} bands"
                 + (f" · MAE {mae:.3f} mag" if mae is not None else ""))
     name = label_set_title((data.get("params") or {}).get("name", "data"))
     accuracy = record.metrics.get("accuracy")
