@@ -53,7 +53,7 @@ LOCK_FILE = ".lock"
 DELETING_PREFIX = ".deleting-"
 #: Names of the temporary files an atomic write leaves behind when it is killed (``.run.json.x1y2``).
 TEMPORARY_PREFIXES = (".checkpoint.safetensors.", ".checkpoint.json.", ".run.json.", ".arrays.",
-                      ".weights.safetensors.", ".progress.json.")
+                      ".weights.safetensors.", ".progress.json.", ".epochs.safetensors.")
 MAX_RUN_JSON_BYTES = 64 * 2**20
 STATUSES = ("running", "done", "failed", "cancelled")
 

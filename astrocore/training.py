@@ -186,7 +186,7 @@ def save_modules(path: Path, modules: dict[str, torch.nn.Module]) -> None:
         for name, module in modules.items()
         for key, value in module.state_dict().items()
     }
-    _atomic_save_tensors(Path(path), tensors)
+    atomic_save_tensors(Path(path), tensors)
 
 
 def load_modules(path: Path, modules: dict[str, torch.nn.Module]) -> None:
@@ -197,7 +197,7 @@ def load_modules(path: Path, modules: dict[str, torch.nn.Module]) -> None:
         module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
-def _atomic_save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+def atomic_save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file under a temporary name, flush it to disk, then rename it over
     ``path``: a kill at any moment leaves the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,7 @@ def save_checkpoint(folder: Path, task: TrainingTask, epoch: int, history: Histo
         tensors.update(_module_tensors("best", best_state))
     optimizers = {name: _flatten_optimizer(name, opt.state_dict(), tensors) for name, opt in task.optimizers.items()}
     state = json.dumps({"epoch": epoch, "history": history.to_dict(), "optimizers": optimizers})
-    _atomic_save_tensors(folder / "checkpoint.safetensors", tensors, metadata={CHECKPOINT_METADATA_KEY: state})
+    atomic_save_tensors(folder / "checkpoint.safetensors", tensors, metadata={CHECKPOINT_METADATA_KEY: state})
     (folder / "checkpoint.json").unlink(missing_ok=True)  # the old two-file format, now stale
 
 

@@ -199,3 +199,23 @@ def test_cli_make_train_classify_and_reload(tmp_path):
     classified = Table.read(tmp_path / "out.csv", format="ascii.csv")
     assert "predicted_class" in classified.colnames and (np.asarray(classified["usable"]).astype(str) == "False").sum() >= 2
     assert registry.get("dann").evaluate(run)["target_accuracy"] == pytest.approx(metrics["target"]["accuracy"])
+
+
+def test_cancel_then_resume_gives_the_uninterrupted_run(small, tmp_path):
+    """A run cancelled inside its third epoch and resumed trains as the uninterrupted run (the
+    gradient-reversal schedule, the noise and detection-limit draws, the estimated target prior)
+    and still picks its epoch among all of them, those before the interruption included."""
+    from conftest import cancelled_then_resumed
+
+    from astrocore.methods.dann.fit import EPOCHS_FILE, fit
+
+    config = DannConfig.preset("fast", epochs=4, batch_size=64, noise_sigma=0.1, selection="snd",
+                               validator_objects=60)
+    steps_per_epoch = 9  # 540 source training rows in batches of 64
+    whole, resumed = cancelled_then_resumed(fit, small, config, tmp_path, stop_after=2 * steps_per_epoch + 3)
+    assert [row["epoch"] for row in resumed.record.history["checkpoints"]] == [0, 1, 2, 3]
+    assert resumed.record.history["checkpoints"] == whole.record.history["checkpoints"]
+    assert resumed.record.metrics["selected_epoch"] == whole.record.metrics["selected_epoch"]
+    ratios = np.asarray([[-0.3, -0.5, -0.7, -1.9, 0.15], [0.2, 0.1, -0.2, -0.8, 0.4]], np.float32)
+    np.testing.assert_allclose(resumed.predict_proba(ratios), whole.predict_proba(ratios), atol=1e-6)
+    assert not (tmp_path / "cut" / EPOCHS_FILE).exists()  # removed once the run is done

@@ -7,18 +7,22 @@ The oracle trains on the labelled target pool instead (its validation: part of t
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from sklearn.metrics import confusion_matrix, f1_score
 from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
 from ...runs import RunRecord, claim_run_folder, save_arrays, write_progress
-from ...training import (LoopSettings, TrainingCancelled, is_main_process, pick_device, save_modules, seed_everything,
-                         train)
+from ...training import (EpochGenerator, LoopSettings, TrainingCancelled, atomic_save_tensors, is_main_process,
+                         pick_device, read_checkpoint_state, save_modules, seed_everything, train)
 from ...data.simulators.nebulae import CLASSES
 from .config import DannConfig
 from .model import DannNetwork, lambda_at
@@ -62,7 +66,7 @@ class DannTask:
 
     monitor = "val_loss"
 
-    def __init__(self, network: DannNetwork, target_x: np.ndarray | None, total_steps: int):
+    def __init__(self, network: DannNetwork, target_x: np.ndarray | None, total_steps: int, steps_per_epoch: int = 1):
         self.network = network
         self.config = network.config
         self.modules = {"network": network}
@@ -70,8 +74,10 @@ class DannTask:
                                                        weight_decay=self.config.weight_decay)}
         self.target_x = None if target_x is None else torch.as_tensor(target_x)
         self.total_steps = max(1, total_steps)
-        self.step = 0
-        self.generator = torch.Generator().manual_seed(self.config.seed + 5)
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.step, self.epoch = 0, None
+        self.generators = EpochGenerator(self.config.seed + 5)
+        self.generator = self.generators.at(0)
         self.source_prior = None  # class frequencies of the training rows (set by fit)
         self.target_prior = None  # estimated target class balance (class_weighting="estimated")
         self.prior_rows = None  # target rows (log ratios) the estimate reads
@@ -79,6 +85,16 @@ class DannTask:
         self.em_estimate = None  # the EM estimate, for comparison only
         self.limits = None  # detection limits of the target rows (detection_limits="target")
         self.rng = np.random.default_rng(self.config.seed + 11)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set the step count and the random draws from the epoch alone, and (class weighting
+        "estimated") estimate the target prior when none is known yet: so a run resumed at this
+        epoch trains exactly as the uninterrupted run did."""
+        self.epoch, self.step = epoch, epoch * self.steps_per_epoch
+        self.generator = self.generators.at(epoch)
+        self.rng = np.random.default_rng([self.config.seed + 11, epoch])
+        if epoch > 0 and self.target_prior is None and self.config.class_weighting == "estimated":
+            self.estimate_target_prior()  # what the end of the epoch before estimated (same weights)
 
     def estimate_target_prior(self) -> None:
         """BBSE estimate of the target class balance with the network as it is now (and EM's)."""
@@ -116,6 +132,8 @@ class DannTask:
         return torch.as_tensor(censor(levels.cpu().numpy(), picked, self.config.features)).to(x.device)
 
     def training_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+        if epoch != self.epoch:
+            self.start_epoch(epoch)
         network, config = self.network, self.config
         x, y = batch["x"], batch["y"]
         x = self.observe_source(x, batch.get("levels"))
@@ -150,8 +168,33 @@ class DannTask:
                 "accuracy": float((logits.argmax(1) == batch["y"]).float().mean())}
 
 
+EPOCHS_FILE = "epochs.safetensors"
+
+
 def _snapshot(network: DannNetwork) -> dict:
     return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+def _write_epochs(folder, checkpoints: list[dict], snapshots: list[dict]) -> None:
+    """Every epoch's validator row (JSON metadata) and weights so far, as one safetensors file."""
+    tensors = {f"{index}.{key}": value.contiguous() for index, snapshot in enumerate(snapshots)
+               for key, value in snapshot.items()}
+    atomic_save_tensors(Path(folder) / EPOCHS_FILE, tensors, metadata={"rows": json.dumps(checkpoints)})
+
+
+def _read_epochs(folder) -> tuple[list[dict], list[dict]]:
+    """The rows and weights of the epochs a resumed run's checkpoint has passed (a kill between
+    the checkpoint and this file loses the last epoch's row, not the run)."""
+    path, state = Path(folder) / EPOCHS_FILE, read_checkpoint_state(Path(folder))
+    if not path.exists() or state is None:
+        return [], []
+    with safe_open(str(path), framework="pt") as handle:
+        rows = json.loads((handle.metadata() or {}).get("rows", "[]"))
+    tensors = load_file(str(path))
+    kept = [index for index, row in enumerate(rows) if row["epoch"] <= state["epoch"]]
+    snapshots = [{key.split(".", 1)[1]: value for key, value in tensors.items() if key.split(".", 1)[0] == str(index)}
+                 for index in kept]
+    return [rows[index] for index in kept], snapshots
 
 
 # ============================================================================ fit
@@ -200,7 +243,8 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
         network.feature_mean.copy_(torch.as_tensor(x_seen[train_rows].mean(0)))
         network.feature_std.copy_(torch.as_tensor(np.maximum(x_seen[train_rows].std(0), 1e-3)))
     steps_per_epoch = int(np.ceil(len(train_rows) / config.batch_size))
-    task = DannTask(network, x[target_pool] if config.mode == "dann" else None, config.epochs * steps_per_epoch)
+    task = DannTask(network, x[target_pool] if config.mode == "dann" else None, config.epochs * steps_per_epoch,
+                    steps_per_epoch)
     task.source_prior = torch.as_tensor(np.bincount(y[train_rows], minlength=3) / len(train_rows), dtype=torch.float32)
     task.limits = limits
     if config.mode == "dann" and config.class_weighting == "estimated":
@@ -217,7 +261,9 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
 
     rng = np.random.default_rng(config.seed + 3)
     validator_rows = rng.permutation(target_pool)[:config.validator_objects]
-    checkpoints, snapshots = [], []
+    # Each epoch's validator scores and weights, from which the run picks its epoch; kept on disk
+    # as they grow, so a resumed run still picks among the epochs before the interruption.
+    checkpoints, snapshots = _read_epochs(folder) if resume else ([], [])
 
     def report(step, total, metrics):
         if "seconds" in metrics:  # end of an epoch: score the checkpoint, keep its weights
@@ -233,6 +279,8 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
             row["target_accuracy"] = float((predicted == y[target_test]).mean())
             checkpoints.append(row)
             snapshots.append(_snapshot(network))
+            if is_main_process():
+                _write_epochs(folder, checkpoints, snapshots)
             metrics = {**metrics, **{k: v for k, v in row.items() if k != "epoch"}}
         write_progress(folder, step, total, metrics)
         if progress is not None:
@@ -297,4 +345,5 @@ def fit(dataset: Dataset, config: DannConfig, progress: Callable[[int, int, dict
     }
     record.status = "done"
     record.write()
+    (folder / EPOCHS_FILE).unlink(missing_ok=True)  # the chosen epoch is saved; the history keeps the rows
     return run
