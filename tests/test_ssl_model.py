@@ -43,8 +43,8 @@ def test_network_shapes(backbone):
     images = torch.rand(5, 12, 32, 32)
     features = net.features(images)
     assert features.shape == (5, net.n_features)
-    magnitudes = net.magnitudes_scaled(features)  # Kron, 0.8" and 2" apertures per band
-    assert magnitudes.shape == (5, 36) and torch.all((magnitudes > 0) & (magnitudes < 1))  # saturating
+    magnitudes = net.magnitudes_scaled(features)
+    assert magnitudes.shape == (5, 12) and torch.all((magnitudes > 0) & (magnitudes < 1))  # saturating
     assert net.logits(features).shape == (5, 3)
     assert torch.allclose(net.project(features).norm(dim=1), torch.ones(5), atol=1e-5)
 
@@ -75,8 +75,9 @@ def test_config_validation():
         SSLConfig(fixed_apertures_arcsec=(1.0, 0.0))
     config = SSLConfig.preset("paper")
     assert config.backbone == "vgg16_bn" and SSLConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
-    fast = SSLConfig.preset("fast")  # a tuple field survives the JSON round trip (lists come back)
-    assert fast.n_magnitude_sets == 3 and SSLConfig.from_json(json.loads(json.dumps(fast.to_json()))) == fast
+    apertures = SSLConfig.preset("fast", fixed_apertures_arcsec=[0.8, 2])  # lists (JSON, --set) become tuples
+    assert apertures.fixed_apertures_arcsec == (0.8, 2.0) and apertures.n_magnitude_sets == 3
+    assert SSLConfig.from_json(json.loads(json.dumps(apertures.to_json()))) == apertures
     assert config.n_magnitude_sets == 1  # the paper's pretext: one magnitude per band
 
 
@@ -118,19 +119,19 @@ def test_downstream_run_predicts_classes_and_magnitudes(runs):
     assert 0 <= run.record.metrics["accuracy"] <= 1
 
 
-def test_a_classifier_takes_its_shape_from_the_pretext_run(runs, tmp_path):
-    """A pretext run trained without fixed apertures (the paper's targets, or a run saved before
-    they existed) still starts a fast-preset classifier, whose magnitude head it keeps."""
+def test_fixed_aperture_pretext_and_a_classifier_that_starts_from_it(runs, tmp_path):
+    """A pretext run with fixed-aperture targets regresses 3 magnitudes per band, predicts the Kron
+    ones, and starts a classifier whose network takes its shape from it."""
     labelled = runs["labelled"]
-    config = SSLConfig.preset("fast", stage="pretext", fixed_apertures_arcsec=(), **TINY)
+    config = SSLConfig.preset("fast", stage="pretext", fixed_apertures_arcsec=(0.8, 2.0), **TINY)
     pretext = fit(runs["pretext"].dataset(), config, runs_root=tmp_path)
-    assert pretext.net.magnitude_head[-1].out_features == 12
+    assert pretext.net.magnitude_head[-1].out_features == 36  # Kron, 0.8" and 2" per band
     downstream = fit(labelled, SSLConfig.preset("fast", stage="downstream", scheme="finetune_pretext", **TINY),
                      runs_root=tmp_path, pretext_run=pretext)
     loaded = SSLRun.load(downstream.path)
-    assert loaded.net.config.fixed_apertures_arcsec == ()
+    assert loaded.net.config.fixed_apertures_arcsec == (0.8, 2.0)
     assert loaded.predict_magnitudes(labelled.images[:3]).shape == (3, 12)
-    assert runs["pretext"].net.magnitude_head[-1].out_features == 36  # Kron, 0.8" and 2" per band
+    assert runs["pretext"].net.magnitude_head[-1].out_features == 12  # the fast preset: Kron only
 
 
 def test_wrong_bands_and_small_cutouts_are_refused(runs):

@@ -115,7 +115,6 @@ def pretext_targets(dataset, max_error: float = MAX_ERROR,
     pixel_scale = dataset.pixel_scale_arcsec or 1.0
     result = measure(dataset.images, pixel_scale, gain=gain)
     keep = np.all(np.isfinite(result["magnitude"]) & (result["magnitude_error"] <= max_error), axis=1)
-    columns = [result["magnitude"]]
     fixed = []
     for radius_arcsec in fixed_apertures_arcsec:
         if radius_arcsec <= 0:
@@ -124,13 +123,12 @@ def pretext_targets(dataset, max_error: float = MAX_ERROR,
                            gain=gain)
         keep &= np.all(np.isfinite(aperture["magnitude"]) & (aperture["magnitude_error"] <= max_error), axis=1)
         fixed.append(aperture["magnitude"])
-        columns.append(aperture["magnitude"])
     true = np.full_like(result["magnitude"], np.nan)
     for b, band in enumerate(dataset.bands):
         column = f"mag_true_{band}"
         if column in dataset.labels.colnames:
             true[:, b] = np.asarray(dataset.labels[column], float)
     n_bands = result["magnitude"].shape[1]
-    return {**result, "keep": keep, "targets": (np.concatenate(columns, axis=1) / MAGNITUDE_SCALE).astype(np.float32),
+    return {**result, "keep": keep, "targets": (np.concatenate([result["magnitude"], *fixed], axis=1) / MAGNITUDE_SCALE).astype(np.float32),
             "aperture_magnitude": np.stack(fixed, axis=1) if fixed else np.zeros((len(keep), 0, n_bands)),
             "true_magnitude": true}
