@@ -410,6 +410,9 @@ def _epochs(task, train_tensors, val_tensors, settings, progress, checkpoint_dir
     for epoch in range(first_epoch, settings.epochs):
         # Shuffling depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        # Dropout and the other draws from torch's global generator follow the epoch too, so a
+        # resumed run repeats them.
+        torch.manual_seed(settings.seed * 100_003 + epoch + 50_021)
         for module in task.modules.values():
             module.train()
         rows = []

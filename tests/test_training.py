@@ -29,6 +29,11 @@ def test_cancel_then_resume(toy_dataset, tmp_path):
     run = fit(toy_dataset, config, runs_root=tmp_path, run_id="resumable", resume=True)
     assert run.record.status == "done"
     assert [e["epoch"] for e in run.record.history["epochs"]] == list(range(4 + config.decoder_refit_epochs))
+    # Twin draws, input noise and dropout follow the epoch: the resumed run is the uninterrupted one.
+    whole = fit(toy_dataset, config, runs_root=tmp_path, run_id="whole")
+    flux = toy_dataset.spectra[:5]
+    cp = np.column_stack([np.asarray(toy_dataset.labels[name][:5], float) for name in config.conditional])
+    np.testing.assert_allclose(run.encode(flux, cp), whole.encode(flux, cp), atol=1e-5)
 
 
 def test_cancel_during_the_decoder_refit_then_resume(toy_dataset, tmp_path):

@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from ...data.dataset import DataError, Dataset
 from ...data.store import MappedRows, is_lazy, iter_chunks, take_rows
 from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
-from ...training import (LoopSettings, TrainingCancelled, count_batches, is_main_process, pick_device, save_modules,
-                         seed_everything, train)
+from ...training import (EpochGenerator, LoopSettings, TrainingCancelled, count_batches, is_main_process, pick_device,
+                         save_modules, seed_everything, train)
 from .config import DisentanglerConfig
 from .dependence import dependence
 from .model import Disentangler, PolynomialReader
@@ -89,7 +89,7 @@ class DisentanglerTask:
         if self.twins is not None:
             # The twin's spectrum from this star's latent, and the same latent for both: the
             # second term removes variation along Teff/logg that the decoder would ignore.
-            twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device)
+            twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device, epoch)
             scaled_twin, twin_cp_inputs = model.scale_flux(twin_flux), model.cp_inputs(twin_cp)
             twin = F.mse_loss(model.decode_scaled(latent, twin_cp_inputs), scaled_twin)
             twin_latent = F.mse_loss(model.encode_scaled(model.with_input_noise(scaled_twin), twin_cp_inputs), latent)
@@ -206,7 +206,7 @@ class TwinSampler:
     def __init__(self, flux: np.ndarray, cp: np.ndarray, fingerprint: np.ndarray, seed: int):
         self.flux = flux if is_lazy(flux) else torch.as_tensor(flux)  # on disk: read the twins' rows
         self.cp = torch.as_tensor(cp)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = EpochGenerator(seed)  # draws follow the epoch: a resumed run repeats them
         order = np.argsort(fingerprint, kind="stable")
         _, starts, counts = np.unique(fingerprint[order], return_index=True, return_counts=True)
         position = np.empty(len(fingerprint), dtype=np.int64)
@@ -216,11 +216,11 @@ class TwinSampler:
         self.group_start = torch.as_tensor(starts[group_of])
         self.group_size = torch.as_tensor(counts[group_of])
 
-    def sample(self, index: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, index: torch.Tensor, device, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         index = index.cpu()
         # One draw per training object at every call, taken at this batch's rows: under torchrun
         # each rank then picks the twins one process would pick for its share of the global batch.
-        draws = torch.rand(len(self.group_size), generator=self.generator)
+        draws = torch.rand(len(self.group_size), generator=self.generator.at(epoch))
         offset = (draws[index] * self.group_size[index]).long()
         twin = self.order[self.group_start[index] + offset]
         flux = torch.as_tensor(self.flux.take(twin.numpy())) if is_lazy(self.flux) else self.flux[twin]
