@@ -56,22 +56,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class EpochGenerator:
-    """A torch.Generator for random draws inside training steps (augmentations), reseeded from
-    (seed, epoch) when an epoch starts: the draws then depend on the epoch, not on how many epochs
-    this process has run, so a resumed run draws what the uninterrupted run drew."""
-
-    def __init__(self, seed: int):
-        self.seed, self.epoch, self.generator = int(seed), None, torch.Generator()
-
-    def at(self, epoch: int) -> torch.Generator:
-        """The generator for a step of ``epoch``."""
-        if epoch != self.epoch:
-            self.generator.manual_seed(self.seed * 1_000_003 + int(epoch))
-            self.epoch = epoch
-        return self.generator
-
-
 class TrainingTask(Protocol):
     """What a method must provide to be trained by :func:`train`."""
 
@@ -410,8 +394,8 @@ def _epochs(task, train_tensors, val_tensors, settings, progress, checkpoint_dir
     for epoch in range(first_epoch, settings.epochs):
         # Shuffling depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-        # Dropout and the other draws from torch's global generator follow the epoch too, so a
-        # resumed run repeats them.
+        # The training steps' random draws (dropout, augmentations, noise, twins) come from torch's
+        # global generator, reseeded from (seed, epoch): a resumed run repeats them.
         torch.manual_seed(settings.seed * 100_003 + epoch + 50_021)
         for module in task.modules.values():
             module.train()

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ...data.dataset import DataError, Dataset
 from ...runs import RunRecord, claim_run_folder, save_arrays, write_progress
-from ...training import (EpochGenerator, LoopSettings, TrainingCancelled, atomic_save_tensors, is_main_process,
+from ...training import (LoopSettings, TrainingCancelled, atomic_save_tensors, is_main_process,
                          pick_device, read_checkpoint_state, save_modules, seed_everything, train)
 from ...data.simulators.nebulae import CLASSES
 from .config import DannConfig
@@ -76,22 +76,19 @@ class DannTask:
         self.total_steps = max(1, total_steps)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.step, self.epoch = 0, None
-        self.generators = EpochGenerator(self.config.seed + 5)
-        self.generator = self.generators.at(0)
         self.source_prior = None  # class frequencies of the training rows (set by fit)
         self.target_prior = None  # estimated target class balance (class_weighting="estimated")
         self.prior_rows = None  # target rows (log ratios) the estimate reads
         self.prior_source = None  # held-out source rows (log ratios as seen, classes): the confusion matrix
         self.em_estimate = None  # the EM estimate, for comparison only
         self.limits = None  # detection limits of the target rows (detection_limits="target")
-        self.rng = np.random.default_rng(self.config.seed + 11)
+        self.rng = None  # numpy draws (detection limits), seeded per epoch by start_epoch
 
     def start_epoch(self, epoch: int) -> None:
-        """Set the step count and the random draws from the epoch alone, and (class weighting
-        "estimated") estimate the target prior when none is known yet: so a run resumed at this
-        epoch trains exactly as the uninterrupted run did."""
+        """Set the step count and the numpy draws from the epoch alone (the loop reseeds torch's),
+        and (class weighting "estimated") estimate the target prior when none is known yet: so a
+        run resumed at this epoch trains exactly as the uninterrupted run did."""
         self.epoch, self.step = epoch, epoch * self.steps_per_epoch
-        self.generator = self.generators.at(epoch)
         self.rng = np.random.default_rng([self.config.seed + 11, epoch])
         if epoch > 0 and self.target_prior is None and self.config.class_weighting == "estimated":
             self.estimate_target_prior()  # what the end of the epoch before estimated (same weights)
@@ -138,13 +135,13 @@ class DannTask:
         x, y = batch["x"], batch["y"]
         x = self.observe_source(x, batch.get("levels"))
         if config.noise_sigma > 0:  # noise injection into the (source) training features, dex
-            x = x + config.noise_sigma * torch.randn(x.shape, generator=self.generator).to(x.device)
+            x = x + config.noise_sigma * torch.randn(x.shape).to(x.device)
         features = network.features(x)
         label_loss = F.cross_entropy(network.classifier(features), y)
         loss, metrics = label_loss, {"label_loss": float(label_loss.detach())}
         if network.domain_head is not None and self.target_x is not None:
             strength = lambda_at(self.step / self.total_steps, config)
-            pick_rows = torch.randint(len(self.target_x), (len(x),), generator=self.generator)
+            pick_rows = torch.randint(len(self.target_x), (len(x),))
             target_features = network.features(self.target_x[pick_rows].to(x.device))
             logits = network.domain_logits(torch.cat([features, target_features]), strength)
             domain = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(x.device)

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from ...data.dataset import DataError, Dataset
 from ...data.store import MappedRows, is_lazy, iter_chunks, take_rows
 from ...runs import RunRecord, claim_run_folder, recording_outcome, save_arrays, write_progress
-from ...training import (EpochGenerator, LoopSettings, TrainingCancelled, count_batches, is_main_process, pick_device,
+from ...training import (LoopSettings, TrainingCancelled, count_batches, is_main_process, pick_device,
                          save_modules, seed_everything, train)
 from .config import DisentanglerConfig
 from .dependence import dependence
@@ -89,7 +89,7 @@ class DisentanglerTask:
         if self.twins is not None:
             # The twin's spectrum from this star's latent, and the same latent for both: the
             # second term removes variation along Teff/logg that the decoder would ignore.
-            twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device, epoch)
+            twin_flux, twin_cp = self.twins.sample(batch["index"], flux.device)
             scaled_twin, twin_cp_inputs = model.scale_flux(twin_flux), model.cp_inputs(twin_cp)
             twin = F.mse_loss(model.decode_scaled(latent, twin_cp_inputs), scaled_twin)
             twin_latent = F.mse_loss(model.encode_scaled(model.with_input_noise(scaled_twin), twin_cp_inputs), latent)
@@ -203,10 +203,9 @@ class DecoderFitTask:
 class TwinSampler:
     """Draws, for each training object, another object of the same chemical fingerprint."""
 
-    def __init__(self, flux: np.ndarray, cp: np.ndarray, fingerprint: np.ndarray, seed: int):
+    def __init__(self, flux: np.ndarray, cp: np.ndarray, fingerprint: np.ndarray):
         self.flux = flux if is_lazy(flux) else torch.as_tensor(flux)  # on disk: read the twins' rows
         self.cp = torch.as_tensor(cp)
-        self.generator = EpochGenerator(seed)  # draws follow the epoch: a resumed run repeats them
         order = np.argsort(fingerprint, kind="stable")
         _, starts, counts = np.unique(fingerprint[order], return_index=True, return_counts=True)
         position = np.empty(len(fingerprint), dtype=np.int64)
@@ -216,11 +215,12 @@ class TwinSampler:
         self.group_start = torch.as_tensor(starts[group_of])
         self.group_size = torch.as_tensor(counts[group_of])
 
-    def sample(self, index: torch.Tensor, device, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, index: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
         index = index.cpu()
         # One draw per training object at every call, taken at this batch's rows: under torchrun
         # each rank then picks the twins one process would pick for its share of the global batch.
-        draws = torch.rand(len(self.group_size), generator=self.generator.at(epoch))
+        # torch's generator: the loop reseeds it every epoch, so a resumed run draws the same twins
+        draws = torch.rand(len(self.group_size))
         offset = (draws[index] * self.group_size[index]).long()
         twin = self.order[self.group_start[index] + offset]
         flux = torch.as_tensor(self.flux.take(twin.numpy())) if is_lazy(self.flux) else self.flux[twin]
@@ -352,7 +352,7 @@ def fit(
     twin_status = twins_setting(dataset, config)
     if twin_status == "on":
         twins = TwinSampler(take_rows(dataset.spectra, train_index), cp[train_index],
-                            np.asarray(dataset.labels["fingerprint"])[train_index], config.seed)
+                            np.asarray(dataset.labels["fingerprint"])[train_index])
     refit_arrays = ({"flux": take_rows(dataset.spectra, train_index), "cp": cp[train_index]}
                     if config.adversary_refit_steps > 0 else None)
     task = DisentanglerTask(model, twins, refit_arrays)

@@ -130,7 +130,7 @@ def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, shou
             "pixel_scale_arcsec": dataset.pixel_scale_arcsec, "classes": []}
     record = _start_record(config, runs_root, run_id, data, resume)
     task = PretextTask(net, config.pretext, torch.as_tensor(sky_sigma, dtype=torch.float32), config.learning_rate,
-                       config.weight_decay, config.contrastive_weight, config.seed)
+                       config.weight_decay, config.contrastive_weight)
     arrays = {"images": dataset.images, "targets": photometry["targets"]}
     epochs = config.epochs
     probe_epochs = config.head_epochs if config.pretext == "contrastive" else 0
@@ -293,7 +293,7 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
         if image_epochs:
             rate = config.finetune_learning_rate if config.scheme == "finetune_pretext" else config.learning_rate
             arrays = {"images": dataset.images, "target": target}
-            history = train(ClassifierTask(net, rate, config.weight_decay, config.seed),
+            history = train(ClassifierTask(net, rate, config.weight_decay),
                             {k: v[epoch_index] for k, v in arrays.items()}, {k: v[val_index] for k, v in arrays.items()},
                             _settings(config, image_epochs), progress=reporter.phase(
                                 "all layers" if config.scheme == "finetune_pretext" else "scratch",

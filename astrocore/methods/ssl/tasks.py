@@ -7,7 +7,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...training import EpochGenerator
 from .model import MAGNITUDE_SCALE, CutoutNet, augment, nt_xent, random_rotate_flip
 
 
@@ -18,16 +17,15 @@ class PretextTask:
     monitor = "val_loss"
 
     def __init__(self, net: CutoutNet, objective: str, sky_sigma: torch.Tensor, learning_rate: float,
-                 weight_decay: float, contrastive_weight: float = 1.0, seed: int = 0):
+                 weight_decay: float, contrastive_weight: float = 1.0):
         self.net, self.objective = net, objective
         self.sky_sigma = sky_sigma
         self.contrastive_weight = contrastive_weight
         self.modules = {"net": net}
         trained = [p for name, p in net.named_parameters() if not name.startswith("classifier")]
         self.optimizers = {"net": torch.optim.AdamW(trained, lr=learning_rate, weight_decay=weight_decay)}
-        self.generator = EpochGenerator(seed + 17)
 
-    def _losses(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: dict, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         images, losses = batch["images"], {}
         sky = self.sky_sigma.to(images.device)
         if self.objective in ("magnitudes", "both"):
@@ -45,7 +43,7 @@ class PretextTask:
         return losses
 
     def training_step(self, batch: dict, epoch: int) -> dict[str, float]:
-        losses = self._losses(batch, self.generator.at(epoch))
+        losses = self._losses(batch, None)  # torch's generator, reseeded by the loop every epoch
         self.optimizers["net"].zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizers["net"].step()
@@ -69,15 +67,14 @@ class ClassifierTask:
 
     monitor = CLASSIFIER_MONITOR
 
-    def __init__(self, net: CutoutNet, learning_rate: float, weight_decay: float, seed: int = 0):
+    def __init__(self, net: CutoutNet, learning_rate: float, weight_decay: float):
         self.net = net
         self.modules = {"net": net}
         trained = list(net.backbone.parameters()) + list(net.classifier.parameters())
         self.optimizers = {"net": torch.optim.AdamW(trained, lr=learning_rate, weight_decay=weight_decay)}
-        self.generator = EpochGenerator(seed + 23)
 
     def training_step(self, batch: dict, epoch: int) -> dict[str, float]:
-        view = random_rotate_flip(batch["images"], self.generator.at(epoch))
+        view = random_rotate_flip(batch["images"])
         logits = self.net.logits(self.net.features(view))
         loss = F.cross_entropy(logits, batch["target"])
         self.optimizers["net"].zero_grad(set_to_none=True)
