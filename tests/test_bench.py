@@ -61,7 +61,7 @@ def test_grid_overrides_reach_every_mode_but_noat_keeps_its_latent(tiny_grids, m
     assert latent == {"noat": 25, "at": 3, "mdat": 3}
 
 
-def test_no_twin_track_chooses_mdat_latent_on_validation_and_noat_keeps_25(tiny_grids, monkeypatch, tmp_path):
+def test_no_twin_track_chooses_mdat_latent_on_validation_noat_keeps_25_and_a_same_size_noat(tiny_grids, monkeypatch, tmp_path):
     from astrocore.methods.disentangle import DisentanglerRun
 
     monkeypatch.setitem(bench.GRIDS, "fast", {"apogee": ("apogee", 12, ("teff", "logg"))})
@@ -79,6 +79,10 @@ def test_no_twin_track_chooses_mdat_latent_on_validation_and_noat_keeps_25(tiny_
     assert set(result["apogee"]) == {"no_twins"}  # the twin track did not run
     latent = {mode: DisentanglerRun.load(tmp_path / run_id).config.latent_dim for mode, run_id in entry["runs"].items()}
     assert latent["noat"] == 25 and latent["mdat"] in (2, 3)
+    # The second reference: noAT at the size mdat kept, with mdat's batch-normalised latent.
+    same = DisentanglerRun.load(tmp_path / entry["runs"]["noat_same_latent"]).config
+    assert same.mode == "noat" and same.latent_dim == latent["mdat"] and same.latent_activation == "batchnorm"
+    assert set(entry["train_s"]) == {"noat", "mdat", "noat_same_latent"}
     assert set(entry["latent_choice"]) == {"mdat"} and entry["latent_choice"]["mdat"]["kept"] == latent["mdat"]
 
 

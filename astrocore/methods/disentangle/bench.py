@@ -92,6 +92,23 @@ def remembered(render):
     return render_once
 
 
+# The no-twin track's second unconstrained reference (recorded under this name beside "noat").
+SAME_LATENT_NOAT = "noat_same_latent"
+
+
+def _modes_to_run(modes, twins: bool) -> tuple[str, ...]:
+    """The modes of one grid entry: the no-twin track adds noAT at mdat's kept latent size."""
+    modes = tuple(modes)
+    if not twins and "mdat" in modes and "noat" in modes:
+        return (*modes, SAME_LATENT_NOAT)
+    return modes
+
+
+def _config_mode(mode: str) -> str:
+    """The config mode of a bench mode name."""
+    return "noat" if mode == SAME_LATENT_NOAT else mode
+
+
 def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_overrides=None,
                 twins: bool = True, references: bool = True) -> dict:
     """One grid's entry. ``twins=False`` is the no-twin track: the fingerprint column is hidden
@@ -111,13 +128,18 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         **{key: {} for key in (*RUN_METRICS, "train_s")},
     }
     runs = {}
-    for mode in modes:
+    for mode in _modes_to_run(modes, twins):
         overrides = {**grid_overrides, **(recipe_overrides or {})}
         if mode == "noat" and not recipe_overrides:
             # The unconstrained baseline: the paper's 25 dimensions, linear (nothing normalises or
             # bounds them), no adversary, no twin term.
             overrides.update(latent_dim=25, latent_candidates=(), latent_activation="none", twin_weight=0.0)
-        config = DisentanglerConfig.preset(preset, mode=mode, conditional=conditional, **overrides)
+        if mode == SAME_LATENT_NOAT:
+            # The same network as the kept mdat (its validated latent size, batch-normalised
+            # latent, schedule) without the adversary and dependence penalty: what removing Teff
+            # and log g costs the reconstruction, apart from the latent's size.
+            overrides.update(latent_dim=runs["mdat"].config.latent_dim, latent_candidates=())
+        config = DisentanglerConfig.preset(preset, mode=_config_mode(mode), conditional=conditional, **overrides)
         started = time.perf_counter()
         run = fit_run(dataset, config, runs_root=runs_root, data_source=source)
         result["train_s"][mode] = round(time.perf_counter() - started, 2)
