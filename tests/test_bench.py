@@ -83,6 +83,8 @@ def test_no_twin_track_chooses_mdat_latent_on_validation_noat_keeps_25_and_a_sam
     same = DisentanglerRun.load(tmp_path / entry["runs"]["noat_same_latent"]).config
     assert same.mode == "noat" and same.latent_dim == latent["mdat"] and same.latent_activation == "batchnorm"
     assert set(entry["train_s"]) == {"noat", "mdat", "noat_same_latent"}
+    # The reference a chemistry-only latent is read against: the true abundances, not Teff or log g.
+    assert {"feh", "afe"} <= set(entry["true_chemistry_labels"]) and not {"teff", "logg"} & set(entry["true_chemistry_labels"])
     assert set(entry["latent_choice"]) == {"mdat"} and entry["latent_choice"]["mdat"]["kept"] == latent["mdat"]
 
 

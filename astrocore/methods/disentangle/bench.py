@@ -160,6 +160,18 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         result[key]["X"] = x_scores[key]
     if "twins_top10" in x_scores:
         result["twins_top10"]["X"] = x_scores["twins_top10"]
+    if not twins:
+        chemistry = [name for name in label_columns(dataset) if name not in conditional]
+        if chemistry:
+            # The probes' reading of a perfect chemistry-only representation: the true abundance
+            # labels themselves, on the same objects. With a few dozen training chemistries the k-NN
+            # probe of any such representation is a nearest-chemistry lookup, so this is its ceiling.
+            table = dataset.labels
+            truth = np.stack([np.asarray(table[name], np.float64) for name in chemistry], axis=1)
+            truth_scores = representation_scores(truth[train], table[train], truth[test], table[test], PROBE_LABELS)
+            for key in PROBE_KEYS:
+                result[key]["true_chemistry"] = truth_scores[key]
+            result["true_chemistry_labels"] = chemistry
     if not recipe_overrides and references:
         # The reference for disentangled reconstructions: a decoder given every true label, on
         # the same split and schedule (every mode shares them).
