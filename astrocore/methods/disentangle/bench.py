@@ -165,7 +165,8 @@ def _bench_grid(name: str, preset: str, runs_root: Path, modes=MODES, recipe_ove
         if chemistry:
             # The probes' reading of a perfect chemistry-only representation: the true abundance
             # labels themselves, on the same objects. With a few dozen training chemistries the k-NN
-            # probe of any such representation is a nearest-chemistry lookup, so this is its ceiling.
+            # probe of any such representation is a nearest-chemistry lookup, and what it reads
+            # depends on how the representation weighs the abundances.
             table = dataset.labels
             truth = np.stack([np.asarray(table[name], np.float64) for name in chemistry], axis=1)
             truth_scores = representation_scores(truth[train], table[train], truth[test], table[test], PROBE_LABELS)
@@ -200,7 +201,9 @@ def bench_disentangle(preset: str = "fast", grids=("apogee", "rvs4", "payne"), r
     """The GANDALF comparison (X / noat / at / mdat) on each grid, plus the paper-faithful recipe
     for mdat on the APOGEE-like grid (track ``twins``); and for the grids of
     :data:`NO_TWIN_GRIDS`, X / noat / mdat with the fingerprint column hidden from training under
-    ``"no_twins"`` (track ``no_twins``). Returns the JSON-able dict described in the issues."""
+    ``"no_twins"`` (track ``no_twins``), plus noat at mdat's kept latent size (``noat_same_latent``)
+    and the probes on the true abundance labels (``true_chemistry``). Returns the JSON-able dict
+    described in the issues."""
     started = time.perf_counter()
     temporary = None
     if runs_root is None:
