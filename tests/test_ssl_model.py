@@ -44,7 +44,8 @@ def test_network_shapes(backbone):
     features = net.features(images)
     assert features.shape == (5, net.n_features)
     magnitudes = net.magnitudes_scaled(features)
-    assert magnitudes.shape == (5, 12) and torch.all((magnitudes > 0) & (magnitudes < 1))  # saturating
+    # Kron, 0.8" and 2" magnitudes per band, saturating
+    assert magnitudes.shape == (5, 36) and torch.all((magnitudes > 0) & (magnitudes < 1))
     assert net.logits(features).shape == (5, 3)
     assert torch.allclose(net.project(features).norm(dim=1), torch.ones(5), atol=1e-5)
 
@@ -131,7 +132,23 @@ def test_fixed_aperture_pretext_and_a_classifier_that_starts_from_it(runs, tmp_p
     loaded = SSLRun.load(downstream.path)
     assert loaded.net.config.fixed_apertures_arcsec == (0.8, 2.0)
     assert loaded.predict_magnitudes(labelled.images[:3]).shape == (3, 12)
-    assert runs["pretext"].net.magnitude_head[-1].out_features == 12  # the fast preset: Kron only
+    paper = SSLConfig.preset("paper", stage="pretext")
+    assert paper.n_magnitude_sets == 1 and SSLConfig.preset("fast").n_magnitude_sets == 3  # paper: Kron only
+
+
+def test_every_stage_takes_its_minimum_of_optimiser_steps(runs, tmp_path):
+    """However few the cutouts or epochs, a pretext run takes ``steps_at_least`` optimiser steps
+    (1200 by default: the magnitude network's features need them), a downstream run 200."""
+    assert SSLConfig.preset("fast", stage="pretext").steps_at_least == 1200
+    assert SSLConfig.preset("fast", stage="downstream").steps_at_least == 200
+    assert SSLConfig.preset("fast", stage="pretext", min_steps=7).steps_at_least == 7
+    config = SSLConfig.preset("fast", stage="pretext", **{**TINY, "min_steps": 9, "patience": None})
+    pretext = fit(runs["pretext"].dataset(), config, runs_root=tmp_path)
+    n_train = int(np.sum(pretext.arrays()["role"] == 0))
+    steps_per_epoch = -(-n_train // config.batch_size)
+    epochs_run = len(pretext.record.history["epochs"])
+    assert epochs_run > config.epochs
+    assert epochs_run * steps_per_epoch >= 9 > (epochs_run - 1) * steps_per_epoch
 
 
 def test_wrong_bands_and_small_cutouts_are_refused(runs):

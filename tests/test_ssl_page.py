@@ -83,7 +83,8 @@ def test_training_arguments_and_tables(home):
     with pytest.raises(ValueError, match="starts from a pretext run"):
         logic.downstream_arguments("merger", "frozen_pretext", 100, None)
     assert logic.pretext_targets_text((0.8, 2.0)) == "Kron magnitudes and 0.8″, 2″ aperture magnitudes"
-    assert logic.pretext_targets_text() == "Kron magnitudes"  # the presets: the paper's targets
+    assert logic.pretext_targets_text(()) == "Kron magnitudes"  # the paper's targets
+    assert logic.pretext_targets_text() == "Kron magnitudes and 0.8″, 2″ aperture magnitudes"  # the fast preset
     runs = logic.ssl_runs(home / "runs")
     table = logic.accuracy_table(runs["downstream"])
     assert len(table) == 1 and 0 <= table["accuracy"][0] <= 1

@@ -132,7 +132,7 @@ def _fit_pretext(dataset, config, progress, runs_root, run_id, data_source, shou
     task = PretextTask(net, config.pretext, torch.as_tensor(sky_sigma, dtype=torch.float32), config.learning_rate,
                        config.weight_decay, config.contrastive_weight)
     arrays = {"images": dataset.images, "targets": photometry["targets"]}
-    epochs = config.epochs
+    epochs = _epochs(len(train_index), config.batch_size, config.epochs, config.steps_at_least)
     probe_epochs = config.head_epochs if config.pretext == "contrastive" else 0
     probe_steps = probe_epochs * count_batches(len(train_index), 256)
     steps = epochs * count_batches(len(train_index), config.batch_size) + probe_steps
@@ -266,11 +266,11 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
     record = _start_record(net_config, runs_root, run_id, data, resume)
     frozen = config.scheme in ("frozen_pretext", "frozen_contrastive", "imagenet")
     head_rows = len(train_index) * config.head_views  # every orientation of each labelled cutout
-    head_epochs = (_epochs(head_rows, 256, config.head_epochs, config.min_steps)
+    head_epochs = (_epochs(head_rows, 256, config.head_epochs, config.steps_at_least)
                    if frozen or config.scheme == "finetune_pretext" else 0)
     epoch_index = _repeated(train_index)
     image_epochs = 0 if frozen else _epochs(len(epoch_index), config.batch_size, config.epochs,
-                                            (3 * config.min_steps) // 4 if config.scheme == "finetune_pretext" else config.min_steps)
+                                            (3 * config.steps_at_least) // 4 if config.scheme == "finetune_pretext" else config.steps_at_least)
     steps = head_epochs * count_batches(head_rows, 256) + image_epochs * count_batches(len(epoch_index),
                                                                                        config.batch_size)
     reporter = _Reporter(record.path, steps, progress)
