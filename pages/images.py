@@ -7,7 +7,7 @@ from astrocore.app import images as logic
 from astrocore.app.common import load_run, run_stamp
 from astrocore.data.dataset import DataError
 from astrocore.data.simulators.cutouts import LABEL_SETS
-from astrocore.methods.ssl.config import PRETEXT_OBJECTIVES
+from astrocore.methods.ssl.config import PRETEXT_MIN_STEPS, PRETEXT_OBJECTIVES
 from astrocore.methods.ssl.imagenet import imagenet_status, imagenet_weights_path
 from astrocore.runs import runs_dir
 
@@ -119,7 +119,9 @@ with tabs[2]:
             st.subheader("Pretext (unlabelled)")
             objective = st.selectbox("Objective", PRETEXT_OBJECTIVES, key="train_objective")
             n_objects = st.number_input("Simulated cutouts", 200, 50_000, 4000, step=200, key="train_n_pretext")
-            epochs = st.number_input("Epochs", 1, 200, 30, key="train_epochs")
+            epochs = st.number_input("Epochs", 1, 200, 30, key="train_epochs",
+                                     help=f"More when the cutouts are few: with a magnitude target the network takes "
+                                          f"at least {PRETEXT_MIN_STEPS} optimiser steps, which its features need.")
             st.caption(f"Targets: {logic.pretext_targets_text()} per band, measured from the images "
                        "(contrastive: none, two augmented views of each cutout).")
             if st.form_submit_button("Train the pretext network"):

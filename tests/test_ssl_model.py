@@ -137,10 +137,12 @@ def test_fixed_aperture_pretext_and_a_classifier_that_starts_from_it(runs, tmp_p
 
 
 def test_every_stage_takes_its_minimum_of_optimiser_steps(runs, tmp_path):
-    """However few the cutouts or epochs, a pretext run takes ``steps_at_least`` optimiser steps
-    (1200 by default: the magnitude network's features need them), a downstream run 200."""
+    """However few the cutouts or epochs, a pretext run with the magnitude target takes
+    ``steps_at_least`` optimiser steps (1200 by default: its features need them), a downstream
+    run 200."""
     assert SSLConfig.preset("fast", stage="pretext").steps_at_least == 1200
     assert SSLConfig.preset("fast", stage="downstream").steps_at_least == 200
+    assert SSLConfig.preset("fast", stage="pretext", pretext="contrastive").steps_at_least == 0
     assert SSLConfig.preset("fast", stage="pretext", min_steps=7).steps_at_least == 7
     config = SSLConfig.preset("fast", stage="pretext", **{**TINY, "min_steps": 9, "patience": None})
     pretext = fit(runs["pretext"].dataset(), config, runs_root=tmp_path)
