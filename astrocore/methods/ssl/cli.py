@@ -14,7 +14,7 @@ from ...training import TrainingCancelled
 from ..registry import load_run
 from .bench import bench_ssl, summarise_runs
 from .classify import classify_files
-from .config import PRESETS, PRETEXT_OBJECTIVES, SCHEMES, SSLConfig
+from .config import PRESETS, PRETEXT_MIN_STEPS, PRETEXT_OBJECTIVES, SCHEMES, SSLConfig
 from .data import dataset_from_source, file_source, label_set_source, pretext_source
 from .fit import fit
 from .run import SSLRun
@@ -142,7 +142,9 @@ def add_commands(groups) -> None:
     train.add_argument("--size", type=positive_int, default=32)
     train.add_argument("--data-seed", type=int, default=0)
     train.add_argument("--preset", choices=list(PRESETS), default="fast")
-    train.add_argument("--epochs", type=positive_int, default=None)
+    train.add_argument("--epochs", type=positive_int, default=None,
+                       help=f"default: the preset's; a pretext with a magnitude target runs more when the cutouts "
+                            f"are few, {PRETEXT_MIN_STEPS} optimiser steps at least (--set min_steps=N)")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config fields, e.g. width=32")
     train.add_argument("--out", default="runs", help="runs folder")
