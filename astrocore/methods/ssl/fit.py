@@ -266,11 +266,12 @@ def _fit_downstream(dataset, config, progress, runs_root, run_id, data_source, s
     record = _start_record(net_config, runs_root, run_id, data, resume)
     frozen = config.scheme in ("frozen_pretext", "frozen_contrastive", "imagenet")
     head_rows = len(train_index) * config.head_views  # every orientation of each labelled cutout
-    head_epochs = (_epochs(head_rows, 256, config.head_epochs, config.steps_at_least)
+    min_steps = config.steps_at_least
+    head_epochs = (_epochs(head_rows, 256, config.head_epochs, min_steps)
                    if frozen or config.scheme == "finetune_pretext" else 0)
     epoch_index = _repeated(train_index)
-    image_epochs = 0 if frozen else _epochs(len(epoch_index), config.batch_size, config.epochs,
-                                            (3 * config.steps_at_least) // 4 if config.scheme == "finetune_pretext" else config.steps_at_least)
+    image_steps = (3 * min_steps) // 4 if config.scheme == "finetune_pretext" else min_steps
+    image_epochs = 0 if frozen else _epochs(len(epoch_index), config.batch_size, config.epochs, image_steps)
     steps = head_epochs * count_batches(head_rows, 256) + image_epochs * count_batches(len(epoch_index),
                                                                                        config.batch_size)
     reporter = _Reporter(record.path, steps, progress)
